@@ -1,0 +1,27 @@
+"""What every kdjax command line shares: one-line errors and exit codes."""
+
+import sys
+
+from kdjax.errors import KDError
+
+EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR):
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
+def run_guarded(fn, *args, **kwargs):
+  """Calls fn; a user mistake becomes one line on stderr and exit status 2."""
+  from kdjax.train.loop import Preempted
+  try:
+    return fn(*args, **kwargs)
+  except KDError as e:
+    fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  except Preempted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
+  except KeyboardInterrupt:
+    fail('interrupted', 130)

@@ -1,0 +1,243 @@
+"""The config schema every run starts from, and its validation.
+
+`default()` holds every field a run reads, with its default; files in
+`configs/` start from it and change a few fields. `validate()` checks a config
+before anything is loaded or written, and raises `ConfigError` with one line
+that names the field and what it accepts.
+"""
+
+import json
+import math
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+from kdjax.errors import ConfigError
+
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+SCHEDULES = ('constant', 'exponential', 'step', 'cosine')
+TEACHER_CACHE = ('auto', True, False)
+
+# Fields that change how a run is executed or logged, not what it computes;
+# they may differ when a run is resumed.
+_EXECUTION_FIELDS = ('overwrite', 'data_dir', 'log_every_epochs')
+
+
+def default() -> ml_collections.ConfigDict:
+  """The full schema with defaults. Locked: unknown fields are errors."""
+  c = ml_collections.ConfigDict()
+  c.dataset = 'mnist'
+  c.data_dir = ''  # '' = $TFDS_DATA_DIR or tfds' default
+  c.validation_fraction = 0.0  # carved from train with validation_seed
+  c.validation_seed = 0
+  # The transfer set: train examples of these classes are dropped / kept.
+  c.omit_classes = ()
+  c.keep_classes = ()
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.max_shift = 0  # random translation ("jitter") / pad-and-crop, in pixels
+  c.augment.flip = False  # random horizontal flip
+
+  # `name` picks the registered model; the other fields are that family's options.
+  c.model = ml_collections.ConfigDict({'name': 'mlp', 'hidden': (800, 800)})
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adam'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.momentum = 0.9  # sgd
+  c.optimizer.nesterov = False  # sgd
+  c.optimizer.b1 = 0.9  # adam, adamw
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.0  # L2 added to the gradient (sgd, adam) or decoupled (adamw)
+  c.optimizer.max_norm = 0.0  # > 0: cap on the L2 norm of each unit's incoming weights
+  c.optimizer.grad_clip_norm = 0.0  # > 0: clip the global gradient norm
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = 'constant'
+  c.schedule.decay_rate = 0.95  # exponential: lr × decay_rate per epoch
+  c.schedule.boundaries = ()  # step: epochs at which lr is multiplied by step_factor
+  c.schedule.step_factor = 0.1
+  c.schedule.warmup_epochs = 0  # linear warm-up (cosine, step, exponential)
+
+  c.batch_size = 128
+  c.num_epochs = 10
+  c.eval_every = 1  # epochs
+  c.eval_batch_size = 1000
+  c.seed = 0  # initialisation, dropout and augmentation
+  c.data_seed = 0  # example order
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.workdir = ''  # '' = train without a teacher
+  # 'auto': cache the teacher's logits once when the student's inputs are not
+  # augmented; otherwise run the teacher inside the train step.
+  c.teacher.cache = 'auto'
+
+  c.distill = ml_collections.ConfigDict()
+  c.distill.temperature = 4.0
+  c.distill.alpha = 0.9  # weight of the soft-target term
+  c.distill.kind = 'kl'
+  # Seed 004's way to write the same mixture; when set they replace alpha.
+  c.distill.distillation_weight = config_dict.placeholder(float)
+  c.distill.ce_weight = config_dict.placeholder(float)
+
+  # A vectorised sweep: every combination of the non-empty tuples below trains
+  # as one member of a single compiled program (shared data and teacher).
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.temperature = ()
+  c.sweep.alpha = ()
+  c.sweep.seed = ()
+
+  c.checkpoint_every = 1  # epochs
+  c.keep_checkpoints = 2
+  c.log_every_epochs = 1
+  c.overwrite = False  # allow a different config in a workdir that holds a run
+  c.lock()
+  return c
+
+
+def _fail(field: str, value: Any, requirement: str):
+  raise ConfigError(f'config.{field}={value!r}: {requirement}')
+
+
+def _positive(c, field: str, integer: bool = False):
+  value = c
+  for part in field.split('.'):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    _fail(field, value, 'must be a number')
+  if integer and int(value) != value:
+    _fail(field, value, 'must be a whole number')
+  if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+    _fail(field, value, 'must be > 0')
+
+
+def alpha(c: ml_collections.ConfigDict) -> float:
+  """The soft-term weight, from `distill.alpha` or seed 004's weight pair."""
+  dw, cw = c.distill.distillation_weight, c.distill.ce_weight
+  if dw is None and cw is None:
+    return float(c.distill.alpha)
+  if dw is None or cw is None:
+    raise ConfigError('config.distill.distillation_weight and config.distill.ce_weight '
+                      'must be set together')
+  if not (0 <= dw <= 1 and 0 <= cw <= 1 and math.isclose(dw + cw, 1.0, abs_tol=1e-6)):
+    raise ConfigError(f'config.distill.distillation_weight={dw} and ce_weight={cw} '
+                      'must lie in [0, 1] and sum to 1')
+  return float(dw)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (one line, naming the field) for a config that cannot run."""
+  from kdjax import losses, models
+  from kdjax.data import catalog
+
+  if c.dataset not in catalog.DATASETS:
+    _fail('dataset', c.dataset, f'unknown; known: {", ".join(sorted(catalog.DATASETS))}')
+  if 'name' not in c.model or c.model.name not in models.names():
+    _fail('model.name', c.model.get('name'), f'unknown; known: {", ".join(models.names())}')
+  for field in ('batch_size', 'num_epochs', 'eval_every', 'eval_batch_size',
+                'checkpoint_every', 'keep_checkpoints', 'log_every_epochs'):
+    _positive(c, field, integer=True)
+  _positive(c, 'optimizer.learning_rate')
+  if not 0.0 <= c.validation_fraction < 1.0:
+    _fail('validation_fraction', c.validation_fraction, 'must be in [0, 1)')
+  if c.optimizer.name not in OPTIMIZERS:
+    _fail('optimizer.name', c.optimizer.name, f'unknown; known: {", ".join(OPTIMIZERS)}')
+  if c.schedule.name not in SCHEDULES:
+    _fail('schedule.name', c.schedule.name, f'unknown; known: {", ".join(SCHEDULES)}')
+  for field in ('weight_decay', 'max_norm', 'grad_clip_norm'):
+    if c.optimizer[field] < 0:
+      _fail(f'optimizer.{field}', c.optimizer[field], 'must be >= 0')
+  if c.schedule.name == 'exponential' and not 0 < c.schedule.decay_rate <= 1:
+    _fail('schedule.decay_rate', c.schedule.decay_rate, 'must be in (0, 1]')
+  if c.augment.max_shift < 0:
+    _fail('augment.max_shift', c.augment.max_shift, 'must be >= 0')
+  if set(c.omit_classes) and set(c.keep_classes):
+    _fail('keep_classes', c.keep_classes, 'cannot be combined with omit_classes')
+  if c.teacher.cache not in TEACHER_CACHE:
+    _fail('teacher.cache', c.teacher.cache, "must be 'auto', True or False")
+  if c.teacher.workdir:
+    _positive(c, 'distill.temperature')
+    if c.distill.kind not in losses.SOFT_LOSS_KINDS:
+      _fail('distill.kind', c.distill.kind,
+            f'unknown; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
+    weight = alpha(c)
+    if not 0.0 <= weight <= 1.0:
+      _fail('distill.alpha', weight, 'must be in [0, 1]')
+  for value in c.sweep.temperature:
+    if not value > 0:
+      _fail('sweep.temperature', tuple(c.sweep.temperature), 'every temperature must be > 0')
+  for value in c.sweep.alpha:
+    if not 0 <= value <= 1:
+      _fail('sweep.alpha', tuple(c.sweep.alpha), 'every alpha must be in [0, 1]')
+  if not c.teacher.workdir and (len(c.sweep.temperature) or len(c.sweep.alpha)):
+    _fail('sweep', 'temperature/alpha', 'sweeping distillation settings needs teacher.workdir')
+
+
+def sweep_members(c: ml_collections.ConfigDict) -> list[dict]:
+  """The members of `config.sweep` (cartesian product), [] when nothing is swept.
+
+  Each member is a dict with `label` (its sub-directory name), `temperature`,
+  `alpha` and `seed`.
+  """
+  import itertools
+  axes = {'temperature': tuple(c.sweep.temperature) or (c.distill.temperature,),
+          'alpha': tuple(c.sweep.alpha) or (alpha(c),),
+          'seed': tuple(c.sweep.seed) or (c.seed,)}
+  if not any(len(c.sweep[k]) for k in axes):
+    return []
+  members = []
+  for t, a, s in itertools.product(axes['temperature'], axes['alpha'], axes['seed']):
+    parts = []
+    if len(c.sweep.temperature):
+      parts.append(f'T{t:g}')
+    if len(c.sweep.alpha):
+      parts.append(f'alpha{a:g}')
+    if len(c.sweep.seed):
+      parts.append(f'seed{s}')
+    members.append({'label': '_'.join(parts), 'temperature': float(t), 'alpha': float(a),
+                    'seed': int(s)})
+  return members
+
+
+def member_config(c: ml_collections.ConfigDict, member: dict) -> ml_collections.ConfigDict:
+  """The plain (unswept) config that trains `member` alone."""
+  m = ml_collections.ConfigDict(c.to_dict())
+  m.sweep.temperature, m.sweep.alpha, m.sweep.seed = (), (), ()
+  m.distill.temperature = member['temperature']
+  m.distill.alpha = member['alpha']
+  m.distill.distillation_weight = None
+  m.distill.ce_weight = None
+  m.seed = member['seed']
+  m.lock()
+  return m
+
+
+def to_json_dict(c: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON types (tuples become lists)."""
+  return json.loads(c.to_json())
+
+
+def from_json_dict(d: dict) -> ml_collections.ConfigDict:
+  """Rebuilds a config saved by `to_json_dict`, on top of today's defaults."""
+  c = default()
+  c.unlock()
+  c.update(ml_collections.ConfigDict(d))
+  c.lock()
+  return c
+
+
+def differing_fields(saved: dict, current: dict, prefix: str = '') -> list[str]:
+  """Names of the fields whose values differ, ignoring execution-only fields."""
+  out = []
+  for key in sorted(set(saved) | set(current)):
+    name = f'{prefix}{key}'
+    if not prefix and key in _EXECUTION_FIELDS:
+      continue
+    a, b = saved.get(key), current.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += differing_fields(a, b, prefix=f'{name}.')
+    elif a != b:
+      out.append(name)
+  return out

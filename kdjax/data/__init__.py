@@ -1,0 +1,13 @@
+"""Datasets by name: offline import, whole-split loading, on-device augmentation.
+
+  dataset = data.load('mnist', validation_fraction=0.1)
+  dataset.train.images        # (54000, 28, 28, 1) uint8
+
+`python -m kdjax.data list` shows which datasets are prepared and which can be
+imported offline; `python -m kdjax.data import mnist` imports one.
+"""
+
+from kdjax.data import augment
+from kdjax.data.catalog import DATASETS, DatasetInfo
+from kdjax.data.importer import import_dataset
+from kdjax.data.loading import Dataset, Split, default_data_dir, is_prepared, load

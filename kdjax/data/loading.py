@@ -1,0 +1,181 @@
+"""Whole TFDS image-classification datasets as numpy arrays in host memory.
+
+The datasets kdjax trains on (MNIST, Fashion-MNIST, CIFAR) are small enough
+to be held whole, put on the accelerators once, and batched there; `load`
+reads every split of one into numpy and never downloads. Datasets are read
+from a TFDS data directory, prepared either by `python -m kdjax.data import`
+(offline, from local copies) or by `tfds build` on a machine with internet.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from kdjax.data import catalog
+from kdjax.errors import ConfigError, DataError
+
+# Examples per tf.data batch while reading a split into numpy. Not -1 (one
+# batch of the whole split): TFDS sizes that batch from the dataset's
+# metadata, which `tfds.testing.mock_data` leaves empty, and TensorFlow then
+# aborts the process trying to reserve sys.maxsize elements.
+_READ_BATCH_SIZE = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """The examples of one split, in a fixed order.
+
+  Attributes:
+    images: (N, H, W, C) uint8, the exact stored pixels (C=1 for grayscale).
+    labels: (N,) int32 class indices.
+  """
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A whole dataset held in host memory.
+
+  Attributes:
+    name: the TFDS name.
+    num_classes: number of label classes.
+    image_shape: (H, W, C) of every image.
+    train: the training examples (less `validation`, when that is held out).
+    validation: examples held out of TFDS's train split, or None.
+    test: the labelled held-out split accuracy is reported on (TFDS's
+      'validation' split for imagenet2012, 'test' otherwise).
+    mean: per-channel mean of the training pixels scaled to [0, 1].
+    std: per-channel standard deviation of the same pixels.
+  """
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  train: Split
+  validation: Split | None
+  test: Split
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+
+def default_data_dir() -> str:
+  """The TFDS data directory: $TFDS_DATA_DIR if set, else ~/tensorflow_datasets."""
+  return tfds.core.constants.get_default_data_dir()
+
+
+def is_prepared(name: str, data_dir: str | None = None) -> bool:
+  """Whether the registered TFDS version of `name` is complete in `data_dir`.
+
+  Args:
+    name: a TFDS dataset name.
+    data_dir: the TFDS data directory; `default_data_dir()` when None.
+
+  Returns:
+    True when `tfds.load(name, data_dir=data_dir, download=False)` can read it.
+  """
+  builder = tfds.builder(name, data_dir=data_dir or default_data_dir())
+  # TFDS logs a warning for every absent version folder it is asked about.
+  return os.path.isdir(builder.data_dir) and builder.is_prepared()
+
+
+def load(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    validation_fraction: float = 0.0,
+    validation_seed: int = 0,
+) -> Dataset:
+  """Reads every split of a prepared TFDS dataset into numpy arrays.
+
+  Args:
+    name: a dataset of `catalog.DATASETS`.
+    data_dir: the TFDS data directory; `default_data_dir()` when None.
+    validation_fraction: the fraction of TFDS's train split, in [0, 1), held
+      out as `validation`. The held-out examples are a uniformly random subset
+      drawn with `validation_seed`; both parts keep their original order.
+    validation_seed: seed of the numpy Generator that draws the subset.
+
+  Returns:
+    The dataset, with `validation` None when `validation_fraction` is 0.
+
+  Raises:
+    DataError: the name is unknown, the dataset is not prepared in
+      `data_dir`, or it is too large to hold in memory.
+    ConfigError: `validation_fraction` is outside [0, 1) or leaves an empty
+      split.
+  """
+  info = catalog.get_info(name)
+  if not 0.0 <= validation_fraction < 1.0:
+    raise ConfigError(
+        f'validation_fraction must be in [0, 1), got {validation_fraction}')
+  if not info.fits_in_memory:
+    raise DataError(
+        f'{name} does not fit in memory and kdjax.data.load cannot stream '
+        'datasets yet')
+  data_dir = data_dir or default_data_dir()
+
+  full_train = _read_split(name, 'train', data_dir)
+  test = _read_split(name, info.test_split, data_dir)
+  train, validation = full_train, None
+  if validation_fraction > 0:
+    train, validation = _hold_out(
+        full_train, validation_fraction, validation_seed)
+  return Dataset(
+      name=name,
+      num_classes=info.num_classes,
+      image_shape=tuple(full_train.images.shape[1:]),
+      train=train,
+      validation=validation,
+      test=test,
+      mean=info.mean,
+      std=info.std,
+  )
+
+
+def _read_split(name: str, split: str, data_dir: str) -> Split:
+  """Reads one TFDS split whole, in its stored order."""
+  try:
+    batches = tfds.load(
+        name, split=split, data_dir=data_dir, download=False,
+        as_supervised=True, batch_size=_READ_BATCH_SIZE)
+  except AssertionError as e:
+    # TFDS signals a dataset missing from data_dir with a bare
+    # AssertionError; anything else is left to surface as it is.
+    if is_prepared(name, data_dir):
+      raise
+    raise DataError(_missing_dataset_message(name, data_dir)) from e
+  images, labels = [], []
+  for image_batch, label_batch in tfds.as_numpy(batches):
+    images.append(image_batch)
+    labels.append(label_batch)
+  return Split(images=np.concatenate(images).astype(np.uint8, copy=False),
+               labels=np.concatenate(labels).astype(np.int32))
+
+
+def _missing_dataset_message(name: str, data_dir: str) -> str:
+  if catalog.get_info(name).importable:
+    return (f'dataset {name!r} is not in {data_dir}: import it with: '
+            f'python -m kdjax.data import {name} --data_dir={data_dir}')
+  return (f'dataset {name!r} is not in {data_dir} and cannot be downloaded '
+          f'here: prepare it with `tfds build {name} --data_dir=DIR` on a '
+          f'machine with internet, then copy DIR/{name} into {data_dir}')
+
+
+def _hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+  """Splits `train` into (rest, held-out) with a seeded random subset."""
+  num_held_out = round(fraction * len(train))
+  if not 0 < num_held_out < len(train):
+    raise ConfigError(
+        f'validation_fraction={fraction} of {len(train)} training examples '
+        f'leaves {num_held_out} for validation and '
+        f'{len(train) - num_held_out} for training; both must be non-empty')
+  permutation = np.random.default_rng(seed).permutation(len(train))
+  held_out = np.zeros(len(train), dtype=bool)
+  held_out[permutation[:num_held_out]] = True
+  return (Split(images=train.images[~held_out], labels=train.labels[~held_out]),
+          Split(images=train.images[held_out], labels=train.labels[held_out]))

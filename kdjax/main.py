@@ -1,0 +1,55 @@
+"""Trains one model from a config file.
+
+  python -m kdjax.main --config=configs/mnist_teacher.py --workdir=/tmp/teacher \
+      [--config.num_epochs=3 ...]
+
+A teacher or a student trained alone has no `teacher.workdir`; a distilled
+student points `--config.teacher.workdir` at a finished teacher run.
+"""
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from kdjax import cli
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and results.')
+
+
+def _add_config_root_to_path(argv: list[str]) -> None:
+  """Lets a config file import its siblings (`from configs import base`)."""
+  import os
+  for arg in argv:
+    if arg.startswith('--config='):
+      root = os.path.dirname(os.path.dirname(os.path.abspath(arg.split('=', 1)[1])))
+      if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def main(argv: list[str]) -> None:
+  _add_config_root_to_path(argv)
+  try:
+    flags.FLAGS(argv)
+  except flags.Error as e:
+    cli.fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises these for an unknown --config.field or a wrong type.
+    cli.fail(f'bad --config override: {str(e).splitlines()[0]}')
+  if _WORKDIR.value is None:
+    cli.fail('--workdir is required')
+  try:
+    config = _CONFIG.value
+  except Exception as e:  # the config file itself failed to load
+    cli.fail(f'cannot load --config: {str(e).splitlines()[0]}')
+  if config is None:
+    cli.fail('--config is required (a file in configs/)')
+  # Import after flag parsing so that `--help` and flag errors are fast.
+  from kdjax import train
+  cli.run_guarded(train.train_and_evaluate, config, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  main(sys.argv)

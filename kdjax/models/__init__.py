@@ -1,0 +1,72 @@
+"""Model registry: every network kdjax trains is built by name from a config.
+
+All models share one calling convention so that train steps, teachers and
+feature-based losses need no per-family code:
+
+    logits = model.apply(variables, images, train=False)
+    logits, features = model.apply(variables, images, train=False,
+                                   return_features=True)
+
+`images` is float32 NHWC. `features` is a dict from layer names to
+activations (for feature distillation and shallow-exit heads). Models with
+BatchNorm keep running statistics in the `batch_stats` collection; models that
+use dropout draw from the `dropout` RNG stream when `train=True`.
+"""
+
+from typing import Callable
+
+import flax.linen as nn
+
+from kdjax.errors import ConfigError
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+  """Decorator that registers a model factory under `name`."""
+
+  def wrap(factory):
+    if name in _REGISTRY:
+      raise ValueError(f'model {name!r} is registered twice')
+    _REGISTRY[name] = factory
+    return factory
+
+  return wrap
+
+
+def names() -> list[str]:
+  """Sorted names of every registered model."""
+  return sorted(_REGISTRY)
+
+
+def create(name: str, *, num_classes: int, **kwargs) -> nn.Module:
+  """Builds the registered model `name` with `num_classes` outputs.
+
+  Args:
+    name: a registered model name (see `names()`).
+    num_classes: size of the logit vector.
+    **kwargs: family-specific options (hidden sizes, dropout, width...).
+
+  Raises:
+    ConfigError: the name is unknown or an option is not accepted.
+  """
+  if name not in _REGISTRY:
+    raise ConfigError(
+        f'model.name={name!r} is not a known model; known: {", ".join(names())}')
+  try:
+    return _REGISTRY[name](num_classes=num_classes, **kwargs)
+  except TypeError as e:
+    raise ConfigError(f'model {name!r} does not accept these options: {e}') from None
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter pytree."""
+  import jax
+  return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+# Importing the families registers their models.
+from kdjax.models import mlp  # noqa: E402,F401
+from kdjax.models import resnet  # noqa: E402,F401
+from kdjax.models import small_cnn  # noqa: E402,F401
+from kdjax.models import vgg  # noqa: E402,F401

@@ -1,0 +1,56 @@
+"""Files a run or an experiment leaves behind: JSON, markdown tables, plots."""
+
+import json
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def write_json(path: str, obj) -> None:
+  """Writes JSON atomically: readers see the old file or the whole new one."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix='.json')
+  with os.fdopen(fd, 'w') as f:
+    json.dump(obj, f, indent=2)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def plot_curves(history: list[dict], path: str, title: str = '') -> None:
+  """Train loss and accuracies against epochs, side by side."""
+  epochs = [h['epoch'] for h in history]
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+  ax_loss.plot(epochs, [h['train_loss'] for h in history], marker='o')
+  ax_loss.set_xlabel('epoch')
+  ax_loss.set_ylabel('train loss')
+  ax_loss.set_yscale('log')
+  for key, label in (('train_accuracy', 'train'), ('validation_accuracy', 'validation'),
+                     ('test_accuracy', 'test')):
+    if any(key in h for h in history):
+      ax_acc.plot(epochs, [100 * h[key] for h in history if key in h], marker='o', label=label)
+  ax_acc.set_xlabel('epoch')
+  ax_acc.set_ylabel('accuracy (%)')
+  ax_acc.legend()
+  for ax in (ax_loss, ax_acc):
+    ax.grid(alpha=0.3)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+  """A GitHub-flavoured markdown table."""
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(str(x) for x in row) + ' |' for row in rows]
+  return '\n'.join(lines) + '\n'

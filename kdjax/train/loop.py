@@ -1,0 +1,452 @@
+"""One run: a teacher, a student alone, or a distilled student, end to end.
+
+config → dataset on device → student (and teacher logits, cached or inline)
+→ loss → compiled epochs → eval → checkpoints → results.json.
+"""
+
+import os
+import shutil
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metric_writers
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from kdjax import config as config_lib
+from kdjax import data as data_lib
+from kdjax import models, report
+from kdjax.errors import ConfigError, NonFiniteLossError, WorkdirError
+from kdjax.train import checkpoint as checkpoint_lib
+from kdjax.train import optim, step as step_lib
+
+CONFIG_FILE = 'config.json'
+RESULTS_FILE = 'results.json'
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
+
+
+def _say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def _replicated(mesh: Mesh, tree):
+  """Places host arrays on every device of the mesh (works across processes)."""
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(put, tree)
+
+
+def _prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> dict | None:
+  """Checks the workdir; returns the finished results if the run is done."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f'workdir {workdir} exists and is not a directory')
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(f'workdir {workdir} cannot be created: {e.strerror}') from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise WorkdirError(f'workdir {workdir} is not writable')
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  results_path = os.path.join(workdir, RESULTS_FILE)
+  if os.path.exists(config_path):
+    saved = report.read_json(config_path)
+    changed = config_lib.differing_fields(saved, config_dict)
+    if changed and not overwrite:
+      raise WorkdirError(
+          f'workdir {workdir} holds a run with a different config '
+          f'({", ".join(changed[:6])}{", ..." if len(changed) > 6 else ""}); '
+          'use another --workdir, or pass --config.overwrite=True to replace that run')
+    if changed:
+      for name in ('checkpoints', RESULTS_FILE):
+        path = os.path.join(workdir, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        elif os.path.exists(path):
+          os.remove(path)
+    elif os.path.exists(results_path):
+      return report.read_json(results_path)
+  report.write_json(config_path, config_dict)
+  return None
+
+
+def _filter_classes(split: data_lib.Split, config) -> data_lib.Split:
+  keep = np.ones(len(split.labels), bool)
+  if len(config.omit_classes):
+    keep &= ~np.isin(split.labels, list(config.omit_classes))
+  if len(config.keep_classes):
+    keep &= np.isin(split.labels, list(config.keep_classes))
+  return data_lib.Split(images=split.images[keep], labels=split.labels[keep])
+
+
+def _model_options(model_config: ml_collections.ConfigDict) -> dict:
+  options = model_config.to_dict()
+  options.pop('name')
+  return options
+
+
+def load_teacher(config, dataset: data_lib.Dataset):
+  """The finished teacher named by `config.teacher.workdir`.
+
+  Returns:
+    (teacher_model, teacher_variables as host arrays, teacher results dict).
+  """
+  workdir = os.path.abspath(config.teacher.workdir)
+  results_path = os.path.join(workdir, RESULTS_FILE)
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f'config.teacher.workdir={workdir} does not exist; train the teacher first')
+  if not os.path.exists(config_path):
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds no kdjax run ({CONFIG_FILE} missing)')
+  if not os.path.exists(results_path):
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds an unfinished run; '
+                       'finish the teacher first (rerun its command)')
+  teacher_results = report.read_json(results_path)
+  teacher_config = config_lib.from_json_dict(report.read_json(config_path))
+  if teacher_config.dataset != config.dataset:
+    teacher_info = data_lib.DATASETS[teacher_config.dataset]
+    student_info = data_lib.DATASETS[config.dataset]
+    if teacher_info.num_classes != student_info.num_classes:
+      raise ConfigError(
+          f'teacher has {teacher_info.num_classes} classes ({teacher_config.dataset}) but '
+          f'config.dataset={config.dataset!r} has {student_info.num_classes}')
+  if tuple(teacher_results.get('image_shape', dataset.image_shape)) != tuple(dataset.image_shape):
+    raise ConfigError(f'teacher input shape {tuple(teacher_results["image_shape"])} differs from '
+                      f'the student\'s {tuple(dataset.image_shape)}')
+  teacher_model = models.create(teacher_config.model.name, num_classes=dataset.num_classes,
+                                **_model_options(teacher_config.model))
+  tx = optim.optimizer(teacher_config, teacher_results.get('steps_per_epoch', 1))
+  abstract = jax.eval_shape(
+      lambda: step_lib.init_state(teacher_model, tx, jax.random.PRNGKey(0), dataset.image_shape))
+  variables = checkpoint_lib.restore_variables(
+      workdir, teacher_results['final_checkpoint_epoch'], abstract)
+  return teacher_model, variables, teacher_results
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f'{seconds}s'
+  if seconds < 3600:
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+
+
+def _member_slice(tree, index: int | None):
+  return tree if index is None else jax.tree.map(lambda x: x[index], tree)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains one model, or a vectorised sweep of students, as `config` says.
+
+  Everything goes into `workdir`: config.json, orbax checkpoints, TensorBoard
+  summaries, results.json, logits.npz and curves.png. A sweep
+  (`config.sweep`) trains all its members in one compiled program and gives
+  each member a complete run directory of its own under `workdir/members/`
+  (usable as a teacher); the sweep's results.json lists the members.
+  Re-running with the same workdir resumes from the latest checkpoint; a
+  finished run is returned as it is.
+
+  Returns:
+    The results dict also written to `<workdir>/results.json`.
+
+  Raises:
+    KDError: for any mistake in the config, the data or the workdir.
+  """
+  config_lib.validate(config)
+  workdir = os.path.abspath(workdir)
+  config_dict = config_lib.to_json_dict(config)
+  finished = _prepare_workdir(workdir, config_dict, config.overwrite)
+  if finished is not None:
+    _say(f'{workdir} holds a finished run with this config: nothing to do')
+    return finished
+  members = config_lib.sweep_members(config)
+  num_members = len(members)
+  # Plain runs keep unstacked state; `index` picks a member out of a sweep.
+  indices = list(range(num_members)) if members else [None]
+
+  dataset = data_lib.load(config.dataset, data_dir=config.data_dir or None,
+                          validation_fraction=config.validation_fraction,
+                          validation_seed=config.validation_seed)
+  train_split = _filter_classes(dataset.train, config)
+  num_devices = jax.device_count()
+  for field in ('batch_size', 'eval_batch_size'):
+    if config[field] % num_devices:
+      raise ConfigError(f'config.{field}={config[field]} is not divisible by the '
+                        f'{num_devices} devices; use a multiple of {num_devices}')
+  steps_per_epoch = len(train_split.labels) // config.batch_size
+  if steps_per_epoch == 0:
+    raise ConfigError(f'config.batch_size={config.batch_size} exceeds the '
+                      f'{len(train_split.labels)} training examples')
+  mesh = step_lib.data_mesh()
+
+  model = models.create(config.model.name, num_classes=dataset.num_classes,
+                        **_model_options(config.model))
+  tx = optim.optimizer(config, steps_per_epoch)
+
+  def init(seed):
+    return step_lib.init_state(model, tx, jax.random.PRNGKey(seed), dataset.image_shape)
+
+  if members:
+    state = jax.jit(jax.vmap(init))(jnp.array([m['seed'] for m in members]))
+    hparams = {'temperature': np.array([m['temperature'] for m in members], np.float32),
+               'alpha': np.array([m['alpha'] for m in members], np.float32)}
+  else:
+    state = init(config.seed)
+    hparams = {'temperature': np.float32(config.distill.temperature),
+               'alpha': np.float32(config_lib.alpha(config))}
+  num_params = models.count_params(_member_slice(state.params, 0 if members else None))
+
+  teacher_model = teacher_variables = teacher_results = None
+  train_data = {'images': train_split.images, 'labels': train_split.labels.astype(np.int32)}
+  cache_teacher = False
+  if config.teacher.workdir:
+    teacher_model, teacher_variables, teacher_results = load_teacher(config, dataset)
+    augmented = config.augment.max_shift > 0 or config.augment.flip
+    cache_teacher = (not augmented) if config.teacher.cache == 'auto' else bool(config.teacher.cache)
+  train_data = _replicated(mesh, train_data)
+  state = _replicated(mesh, state)
+  hparams = _replicated(mesh, hparams)
+  if teacher_variables is not None:
+    teacher_variables = _replicated(mesh, teacher_variables)
+
+  predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
+                                  batch_size=config.eval_batch_size, num_members=num_members)
+  if cache_teacher:
+    teacher_predict = step_lib.make_predict(
+        teacher_model, mesh=mesh, mean=dataset.mean, std=dataset.std,
+        batch_size=config.eval_batch_size)
+    padded = _replicated(mesh, step_lib.pad_to_multiple(train_split.images, config.eval_batch_size))
+    train_data['teacher_logits'] = teacher_predict(
+        teacher_variables, padded)[:len(train_split.labels)]
+    teacher_variables = None  # the cached logits are all the step needs
+
+  train_step = step_lib.make_train_step(
+      model=model, tx=tx, mean=dataset.mean, std=dataset.std,
+      max_shift=config.augment.max_shift, flip=config.augment.flip,
+      teacher_model=None if cache_teacher else teacher_model,
+      soft_kind=config.distill.kind, max_norm=config.optimizer.max_norm)
+  epoch_fn = step_lib.make_epoch(train_step, mesh=mesh, batch_size=config.batch_size,
+                                 steps_per_epoch=steps_per_epoch, num_members=num_members)
+  data_rng = jax.random.PRNGKey(config.data_seed)
+
+  eval_splits = {'test': dataset.test}
+  if dataset.validation is not None:
+    eval_splits['validation'] = dataset.validation
+  eval_images = {name: _replicated(mesh, step_lib.pad_to_multiple(split.images,
+                                                                  config.eval_batch_size))
+                 for name, split in eval_splits.items()}
+
+  def evaluate(state):
+    """Per split: logits [M, N, K] and correctness [M, N] (M = 1 for a plain run)."""
+    variables = {'params': state.params, **state.model_state}
+    out = {}
+    for name, split in eval_splits.items():
+      logits = np.asarray(predict(variables, eval_images[name]))
+      logits = (logits if members else logits[None])[:, :len(split.labels)]
+      out[name] = (logits, logits.argmax(-1) == split.labels)
+    return out
+
+  compile_start = time.perf_counter()
+  epoch_compiled = epoch_fn.lower(state, train_data, teacher_variables, hparams,
+                                  data_rng).compile()
+  compile_seconds = time.perf_counter() - compile_start
+  flops_per_example = _forward_flops(model, _member_slice(state, 0 if members else None),
+                                     dataset.image_shape)
+
+  checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
+  history = [[] for _ in indices]
+  train_seconds, start_epoch = 0.0, 0
+  latest = checkpoints.latest_epoch()
+  if latest is not None:
+    state, meta = checkpoints.restore(latest, state)
+    history, train_seconds, start_epoch = meta['history'], meta['train_seconds'], latest
+    _say(f'resuming {workdir} from the checkpoint of epoch {latest}')
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  teacher_note = ''
+  if teacher_results is not None:
+    teacher_note = (f'; teacher {teacher_results["model"]} '
+                    f'({100 * teacher_results["test_accuracy"]:.2f}%, '
+                    f'{"cached logits" if cache_teacher else "run in the step"})')
+  sweep_note = f'; sweep of {num_members} members' if members else ''
+  _say(f'{config.model.name} ({num_params:,} params) on {config.dataset}: '
+       f'{len(train_split.labels):,} train examples, {steps_per_epoch} steps/epoch, '
+       f'{num_devices} device(s){teacher_note}{sweep_note}; compiled in {compile_seconds:.1f}s')
+
+  terminate = {'requested': False}
+
+  def on_sigterm(signum, frame):
+    terminate['requested'] = True
+
+  try:
+    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
+  except ValueError:  # signals can only be caught on the main thread
+    previous_handler = None
+
+  try:
+    last_good_epoch = start_epoch
+    for epoch in range(start_epoch + 1, config.num_epochs + 1):
+      epoch_start = time.perf_counter()
+      state, step_metrics = epoch_compiled(state, train_data, teacher_variables, hparams,
+                                           jax.random.fold_in(data_rng, epoch))
+      step_losses = np.asarray(step_metrics['loss']).reshape(steps_per_epoch, -1)
+      step_accuracy = np.asarray(step_metrics['accuracy']).reshape(steps_per_epoch, -1)
+      epoch_seconds = time.perf_counter() - epoch_start
+      if not np.all(np.isfinite(step_losses)):
+        bad_step, bad_member = np.argwhere(~np.isfinite(step_losses))[0]
+        global_step = (epoch - 1) * steps_per_epoch + int(bad_step) + 1
+        where = (f'the checkpoint of epoch {last_good_epoch} in {checkpoints.directory}'
+                 if last_good_epoch else 'none saved yet')
+        member = f' in member {members[bad_member]["label"]}' if members else ''
+        raise NonFiniteLossError(
+            f'training loss became {step_losses[bad_step, bad_member]} at step {global_step} '
+            f'(epoch {epoch}){member}; last good checkpoint: {where}; '
+            'try a lower config.optimizer.learning_rate')
+      train_seconds += epoch_seconds
+      evaluated = epoch % config.eval_every == 0 or epoch == config.num_epochs
+      evals = evaluate(state) if evaluated else {}
+      for m in range(len(indices)):
+        record = {'epoch': epoch, 'step': epoch * steps_per_epoch,
+                  'train_loss': float(step_losses[:, m].mean()),
+                  'train_accuracy': float(step_accuracy[:, m].mean()),
+                  'epoch_seconds': epoch_seconds}
+        for name, (_, correct) in evals.items():
+          record[f'{name}_accuracy'] = float(correct[m].mean())
+        history[m].append(record)
+        prefix = f'{members[m]["label"]}/' if members else ''
+        writer.write_scalars(epoch * steps_per_epoch, {
+            prefix + k: v for k, v in record.items() if k not in ('epoch', 'step')})
+      if epoch % config.log_every_epochs == 0 or epoch == config.num_epochs:
+        remaining = (config.num_epochs - epoch) * train_seconds / (epoch - start_epoch)
+        shown = history[0][-1]
+        accuracies = ''.join(f'  {name} {100 * shown[f"{name}_accuracy"]:.2f}%'
+                             for name in ('train', 'validation', 'test')
+                             if f'{name}_accuracy' in shown)
+        if members:
+          accuracies += f' (member {members[0]["label"]}; best test ' + (
+              f'{100 * max(h[-1].get("test_accuracy", 0) for h in history):.2f}%)'
+              if evaluated else 'n/a)')
+        examples_per_second = steps_per_epoch * config.batch_size / epoch_seconds
+        _say(f'epoch {epoch}/{config.num_epochs}  step {shown["step"]}  '
+             f'loss {shown["train_loss"]:.4f}{accuracies}  '
+             f'{examples_per_second:,.0f} ex/s  {epoch_seconds:.1f}s/epoch  '
+             f'ETA {_format_seconds(remaining)}')
+      if (epoch % config.checkpoint_every == 0 or epoch == config.num_epochs
+          or terminate['requested']):
+        checkpoints.save(epoch, state, {'history': history, 'train_seconds': train_seconds})
+        last_good_epoch = epoch
+      if terminate['requested'] and epoch < config.num_epochs:
+        raise Preempted(f'SIGTERM: saved the checkpoint of epoch {epoch} in '
+                        f'{checkpoints.directory}; rerun the same command to resume')
+  finally:
+    writer.flush()
+    checkpoints.close()
+    if previous_handler is not None:
+      signal.signal(signal.SIGTERM, previous_handler)
+
+  final = evaluate(state)
+  shared = {
+      'dataset': config.dataset,
+      'model': config.model.name,
+      'params': num_params,
+      'image_shape': list(dataset.image_shape),
+      'num_classes': dataset.num_classes,
+      'num_train_examples': int(len(train_split.labels)),
+      'steps_per_epoch': steps_per_epoch,
+      'epochs': config.num_epochs,
+      'train_seconds': train_seconds,
+      'examples_per_second': config.num_epochs * steps_per_epoch * config.batch_size
+                             * len(indices) / max(train_seconds, 1e-9),
+      'compile_seconds': compile_seconds,
+      'flops_per_example': flops_per_example,
+      'devices': num_devices,
+      'teacher': None if teacher_results is None else {
+          'workdir': os.path.abspath(config.teacher.workdir),
+          'model': teacher_results['model'],
+          'test_accuracy': teacher_results['test_accuracy'],
+          'cached': cache_teacher},
+      'final_checkpoint_epoch': config.num_epochs,
+  }
+
+  def member_results(m: int, member_config) -> dict:
+    test_correct = final['test'][1][m]
+    labels = dataset.test.labels
+    evaluated = [h for h in history[m] if 'test_accuracy' in h]
+    out = dict(shared)
+    out.update({
+        'test_accuracy': float(test_correct.mean()),
+        'test_errors': int((~test_correct).sum()),
+        'best_test_accuracy': max(h['test_accuracy'] for h in evaluated),
+        'per_class_accuracy': [float(test_correct[labels == k].mean())
+                               for k in range(dataset.num_classes)],
+        'per_class_errors': [int((~test_correct[labels == k]).sum())
+                             for k in range(dataset.num_classes)],
+        'temperature': float(member_config.distill.temperature) if teacher_results else None,
+        'alpha': config_lib.alpha(member_config) if teacher_results else None,
+        'seed': int(member_config.seed),
+    })
+    if 'validation' in final:
+      out['validation_accuracy'] = float(final['validation'][1][m].mean())
+      out['best_validation_accuracy'] = max(h['validation_accuracy'] for h in evaluated)
+    out['config'] = config_lib.to_json_dict(member_config)
+    out['history'] = history[m]
+    return out
+
+  def write_run(directory: str, results: dict, logits: dict) -> None:
+    np.savez_compressed(os.path.join(directory, 'logits.npz'), **logits)
+    report.plot_curves(results['history'], os.path.join(directory, 'curves.png'),
+                       title=f'{config.model.name} on {config.dataset}')
+    report.write_json(os.path.join(directory, RESULTS_FILE), results)
+
+  if not members:
+    results = member_results(0, config)
+    if jax.process_index() == 0:
+      write_run(workdir, results, {name: v[0][0] for name, v in final.items()})
+  else:
+    rows = []
+    for m, member in enumerate(members):
+      member_cfg = config_lib.member_config(config, member)
+      member_dir = os.path.join(workdir, 'members', member['label'])
+      os.makedirs(member_dir, exist_ok=True)
+      report.write_json(os.path.join(member_dir, CONFIG_FILE),
+                        config_lib.to_json_dict(member_cfg))
+      member_checkpoints = checkpoint_lib.Checkpoints(member_dir, keep=1)
+      member_checkpoints.save(config.num_epochs, _member_slice(state, m),
+                              {'history': [history[m]], 'train_seconds': train_seconds})
+      member_checkpoints.close()
+      results = member_results(m, member_cfg)
+      if jax.process_index() == 0:
+        write_run(member_dir, results, {name: v[0][m] for name, v in final.items()})
+      rows.append({k: results[k] for k in (
+          'temperature', 'alpha', 'seed', 'test_accuracy', 'test_errors',
+          'best_test_accuracy', 'per_class_errors')} | {
+              'label': member['label'], 'workdir': member_dir,
+              **({'validation_accuracy': results['validation_accuracy']}
+                 if 'validation_accuracy' in results else {})})
+    results = dict(shared)
+    results.update({'members': rows, 'config': config_dict,
+                    'test_accuracy': max(r['test_accuracy'] for r in rows)})
+    if jax.process_index() == 0:
+      report.write_json(os.path.join(workdir, RESULTS_FILE), results)
+  best = f'best member {100 * results["test_accuracy"]:.2f}%' if members else (
+      f'test accuracy {100 * results["test_accuracy"]:.2f}% ({results["test_errors"]} errors)')
+  _say(f'done: {best} in {_format_seconds(train_seconds)}; '
+       f'results in {os.path.join(workdir, RESULTS_FILE)}')
+  return results
+
+
+def _forward_flops(model, state, image_shape) -> float | None:
+  from kdjax.models import flops
+  variables = {'params': state.params, **state.model_state}
+  return flops.forward_flops_per_example(model, variables, image_shape)

@@ -1,0 +1,165 @@
+"""The compiled train step and epoch: learning, a frozen teacher, sharding, sweeps."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from kdjax import models
+from kdjax.train import step as step_lib
+
+MEAN, STD = (0.5,), (0.25,)
+IMAGE_SHAPE = (8, 8, 1)
+
+
+def _batch(num=64, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, num).astype(np.int32)
+  # Class-dependent images, so there is something to learn.
+  images = rng.integers(0, 60, (num, *IMAGE_SHAPE))
+  images[np.arange(num), labels % 8, labels // 8 * 4] = 255
+  return {'images': images.astype(np.uint8), 'labels': labels}
+
+
+def _student(lr=0.1, hidden=(32,)):
+  model = models.create('mlp', num_classes=10, hidden=hidden)
+  tx = optax.sgd(lr)
+  state = step_lib.init_state(model, tx, jax.random.PRNGKey(0), IMAGE_SHAPE)
+  return model, tx, state
+
+
+def _loss(model, params, batch):
+  from kdjax import losses
+  from kdjax.data import augment
+  logits = model.apply({'params': params}, augment.normalize(batch['images'], MEAN, STD),
+                       train=False)
+  return float(jnp.mean(losses.cross_entropy(logits, batch['labels'])))
+
+
+HPARAMS = {'temperature': jnp.float32(4.0), 'alpha': jnp.float32(0.5)}
+
+
+def test_one_step_lowers_the_loss_on_a_fixed_batch():
+  model, tx, state = _student()
+  batch = _batch()
+  train_step = jax.jit(step_lib.make_train_step(model=model, tx=tx, mean=MEAN, std=STD))
+  before = _loss(model, state.params, batch)
+  new_state, metrics = train_step(state, batch, None, HPARAMS)
+  assert int(new_state.step) == 1
+  np.testing.assert_allclose(metrics['loss'], before, rtol=1e-5)
+  assert _loss(model, new_state.params, batch) < before - 1e-3
+
+
+def _teacher():
+  teacher = models.create('mlp', num_classes=10, hidden=(48, 48))
+  variables = teacher.init(jax.random.PRNGKey(7), jnp.zeros((1, *IMAGE_SHAPE)), train=False)
+  return teacher, variables
+
+
+def test_teacher_is_bitwise_unchanged_by_distillation():
+  model, tx, state = _student()
+  teacher, teacher_variables = _teacher()
+  before = jax.tree.map(np.array, teacher_variables)
+  train_step = step_lib.make_train_step(model=model, tx=tx, mean=MEAN, std=STD,
+                                        teacher_model=teacher, max_shift=1)
+  mesh = step_lib.data_mesh(jax.devices()[:1])
+  epoch = step_lib.make_epoch(train_step, mesh=mesh, batch_size=16, steps_per_epoch=4)
+  data = _batch(64)
+  new_state, metrics = epoch(state, data, teacher_variables, HPARAMS, jax.random.PRNGKey(1))
+  assert metrics['loss'].shape == (4,)
+  assert int(new_state.step) == 4
+  jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, teacher_variables))
+
+
+def test_cached_and_inline_teacher_give_the_same_loss():
+  model, tx, state = _student()
+  teacher, teacher_variables = _teacher()
+  batch = _batch()
+  from kdjax.data import augment
+  cached = dict(batch, teacher_logits=teacher.apply(
+      teacher_variables, augment.normalize(batch['images'], MEAN, STD), train=False))
+  inline_step = jax.jit(step_lib.make_train_step(model=model, tx=tx, mean=MEAN, std=STD,
+                                                 teacher_model=teacher))
+  cached_step = jax.jit(step_lib.make_train_step(model=model, tx=tx, mean=MEAN, std=STD))
+  inline_state, inline_metrics = inline_step(state, batch, teacher_variables, HPARAMS)
+  cached_state, cached_metrics = cached_step(state, cached, None, HPARAMS)
+  np.testing.assert_allclose(inline_metrics['loss'], cached_metrics['loss'], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               inline_state.params, cached_state.params)
+
+
+def test_vectorised_members_equal_separate_runs():
+  """A vmapped sweep member follows exactly the run it stands for."""
+  model, tx, _ = _student()
+  teacher, teacher_variables = _teacher()
+  train_step = step_lib.make_train_step(model=model, tx=tx, mean=MEAN, std=STD,
+                                        teacher_model=teacher)
+  mesh = step_lib.data_mesh(jax.devices()[:1])
+  data = _batch(64)
+  seeds = jnp.array([0, 1, 2])
+  temperatures = jnp.array([1.0, 4.0, 10.0])
+  alphas = jnp.array([0.1, 0.5, 0.9])
+  init = lambda seed: step_lib.init_state(model, tx, jax.random.PRNGKey(seed), IMAGE_SHAPE)
+  stacked = jax.vmap(init)(seeds)
+  sweep = step_lib.make_epoch(train_step, mesh=mesh, batch_size=16, steps_per_epoch=4,
+                              num_members=3)
+  single = step_lib.make_epoch(train_step, mesh=mesh, batch_size=16, steps_per_epoch=4)
+  swept, sweep_metrics = sweep(stacked, data, teacher_variables,
+                               {'temperature': temperatures, 'alpha': alphas},
+                               jax.random.PRNGKey(3))
+  assert sweep_metrics['loss'].shape == (4, 3)
+  for m in range(3):
+    alone, metrics = single(init(int(seeds[m])), data, teacher_variables,
+                            {'temperature': temperatures[m], 'alpha': alphas[m]},
+                            jax.random.PRNGKey(3))
+    np.testing.assert_allclose(sweep_metrics['loss'][:, m], metrics['loss'], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[m], b, rtol=1e-4, atol=1e-6),
+                 swept.params, alone.params)
+
+
+_SHARDED_SCRIPT = textwrap.dedent('''
+    import jax, jax.numpy as jnp, numpy as np, optax, sys
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    sys.path.insert(0, sys.argv[1])
+    from tests import test_train_step as t
+    from kdjax.train import step as step_lib
+    assert jax.device_count() == 4, jax.devices()
+    model, tx, state = t._student(hidden=(32, 32))
+    teacher, teacher_variables = t._teacher()
+    train_step = step_lib.make_train_step(model=model, tx=tx, mean=t.MEAN, std=t.STD,
+                                          teacher_model=teacher, max_shift=1)
+    data = t._batch(128)
+    state = jax.tree.map(np.asarray, state)  # host copy: the epoch donates its input
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = step_lib.data_mesh(devices)
+      put = lambda tree: jax.device_put(tree, NamedSharding(mesh, P()))
+      epoch = step_lib.make_epoch(train_step, mesh=mesh, batch_size=32, steps_per_epoch=4)
+      new_state, metrics = epoch(put(state), put(data), put(teacher_variables),
+                                 put(t.HPARAMS), jax.random.PRNGKey(5))
+      results.append((jax.tree.map(np.asarray, new_state.params), np.asarray(metrics['loss'])))
+    (p1, l1), (p4, l4) = results
+    np.testing.assert_allclose(l1, l4, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p4)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(
+        jax.tree.leaves(p1), jax.tree.leaves(jax.tree.map(np.asarray, state.params))))
+    assert moved > 1e-4, moved
+    print('sharded-ok')
+''')
+
+
+def test_four_device_step_equals_single_device_step():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', _SHARDED_SCRIPT, root], env=env, cwd=root,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'sharded-ok' in out.stdout
