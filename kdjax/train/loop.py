@@ -95,6 +95,17 @@ def _model_options(model_config: ml_collections.ConfigDict) -> dict:
   return options
 
 
+def check_teacher_workdir(workdir: str) -> None:
+  """Raises WorkdirError unless `workdir` holds a finished kdjax run."""
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f'config.teacher.workdir={workdir} does not exist; train the teacher first')
+  if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds no kdjax run ({CONFIG_FILE} missing)')
+  if not os.path.exists(os.path.join(workdir, RESULTS_FILE)):
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds an unfinished run; '
+                       'finish the teacher first (rerun its command)')
+
+
 def load_teacher(config, dataset: data_lib.Dataset):
   """The finished teacher named by `config.teacher.workdir`.
 
@@ -104,13 +115,7 @@ def load_teacher(config, dataset: data_lib.Dataset):
   workdir = os.path.abspath(config.teacher.workdir)
   results_path = os.path.join(workdir, RESULTS_FILE)
   config_path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isdir(workdir):
-    raise WorkdirError(f'config.teacher.workdir={workdir} does not exist; train the teacher first')
-  if not os.path.exists(config_path):
-    raise WorkdirError(f'config.teacher.workdir={workdir} holds no kdjax run ({CONFIG_FILE} missing)')
-  if not os.path.exists(results_path):
-    raise WorkdirError(f'config.teacher.workdir={workdir} holds an unfinished run; '
-                       'finish the teacher first (rerun its command)')
+  check_teacher_workdir(workdir)
   teacher_results = report.read_json(results_path)
   teacher_config = config_lib.from_json_dict(report.read_json(config_path))
   if teacher_config.dataset != config.dataset:
@@ -165,6 +170,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
+  if config.teacher.workdir:
+    check_teacher_workdir(os.path.abspath(config.teacher.workdir))
   config_dict = config_lib.to_json_dict(config)
   finished = _prepare_workdir(workdir, config_dict, config.overwrite)
   if finished is not None:

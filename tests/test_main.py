@@ -1,0 +1,122 @@
+"""The command line end to end on real MNIST: results, resume rules, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, timeout=600):
+  return subprocess.run([sys.executable, '-m', 'kdjax.main', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _snapshot(directory):
+  """Every file under directory with its size and modification time."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      stat = os.stat(path)
+      out[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
+  return out
+
+
+@pytest.fixture(scope='module')
+def student_run(mnist_data_dir, tmp_path_factory):
+  """One epoch of the 800-800 student on the real MNIST, from the CLI."""
+  workdir = str(tmp_path_factory.mktemp('student'))
+  out = _run(['--config=configs/mnist_student.py', f'--workdir={workdir}',
+              '--config.num_epochs=1', f'--config.data_dir={mnist_data_dir}'])
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir, out
+
+
+def test_one_epoch_writes_results_and_reaches_95_percent(student_run):
+  workdir, out = student_run
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['dataset'] == 'mnist'
+  assert results['model'] == 'mlp'
+  assert results['params'] == 784 * 800 + 800 + 800 * 800 + 800 + 800 * 10 + 10
+  assert results['test_accuracy'] >= 0.95
+  assert results['test_errors'] == round((1 - results['test_accuracy']) * 10000)
+  assert results['best_test_accuracy'] >= results['test_accuracy']
+  assert len(results['per_class_accuracy']) == 10
+  assert results['epochs'] == 1 and results['num_train_examples'] == 60000
+  assert results['train_seconds'] > 0 and results['examples_per_second'] > 0
+  assert results['flops_per_example'] > 2 * 784 * 800
+  assert results['config']['model']['hidden'] == [800, 800]
+  assert [h['epoch'] for h in results['history']] == [1]
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', '1'))
+  assert os.path.exists(os.path.join(workdir, 'curves.png'))
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(workdir))
+  assert 'epoch 1/1' in out.stdout and 'ex/s' in out.stdout
+
+
+def test_finished_run_is_not_redone(student_run):
+  workdir, _ = student_run
+  before = _snapshot(workdir)
+  out = _run(['--config=configs/mnist_student.py', f'--workdir={workdir}',
+              '--config.num_epochs=1'])
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'nothing to do' in out.stdout
+  assert _snapshot(workdir) == before
+
+
+def test_distilled_student_from_a_finished_teacher(student_run, mnist_data_dir, tmp_path):
+  teacher_dir, _ = student_run
+  out = _run(['--config=configs/mnist_distill.py', f'--workdir={tmp_path}',
+              f'--config.teacher.workdir={teacher_dir}', '--config.num_epochs=1',
+              '--config.model.hidden=(30,30)', f'--config.data_dir={mnist_data_dir}'])
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(os.path.join(tmp_path, 'results.json')) as f:
+    results = json.load(f)
+  assert results['teacher']['cached'] is True
+  assert results['teacher']['workdir'] == teacher_dir
+  assert results['temperature'] == 20.0 and results['alpha'] == 1.0
+  assert results['test_accuracy'] > 0.85
+  # The student's checkpoint holds the student only.
+  assert results['params'] == 784 * 30 + 30 + 30 * 30 + 30 + 30 * 10 + 10
+
+
+def _one_line_error(out):
+  assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+  assert 'Traceback' not in out.stderr
+  lines = [l for l in out.stderr.strip().splitlines() if l.startswith('error:')]
+  assert len(lines) == 1, out.stderr[-2000:]
+  return lines[0]
+
+
+def test_a_different_config_is_refused_and_nothing_changes(student_run):
+  workdir, _ = student_run
+  before = _snapshot(workdir)
+  out = _run(['--config=configs/mnist_student.py', f'--workdir={workdir}',
+              '--config.num_epochs=1', '--config.batch_size=64'])
+  line = _one_line_error(out)
+  assert 'batch_size' in line and 'overwrite' in line
+  assert _snapshot(workdir) == before
+
+
+@pytest.mark.parametrize('override, expected', [
+    ('--config.no_such_field=1', 'no_such_field'),
+    ('--config.num_epochs=many', 'num_epochs'),
+    ('--config.distill.temperature=0', 'distill.temperature'),
+    ('--config.distill.alpha=1.5', 'distill.alpha'),
+    ('--config.batch_size=0', 'batch_size'),
+    ('--config.num_epochs=-2', 'num_epochs'),
+    ('--config.optimizer.learning_rate=0', 'optimizer.learning_rate'),
+    ('--config.model.name=transformer', 'mlp'),
+    ('--config.dataset=svhn', 'fashion_mnist'),
+    ('--config.teacher.workdir=/nonexistent/teacher', '/nonexistent/teacher'),
+])
+def test_bad_input_gives_one_line_and_exit_2(override, expected, tmp_path):
+  config = 'configs/mnist_distill.py'
+  out = _run([f'--config={config}', f'--workdir={tmp_path}/run', override])
+  line = _one_line_error(out)
+  assert expected in line, line
+  assert not os.path.exists(f'{tmp_path}/run/checkpoints')

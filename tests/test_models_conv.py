@@ -1,0 +1,342 @@
+"""Convolutional families: exact parameter counts, forward passes, features."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kdjax import models
+from kdjax.errors import ConfigError
+from kdjax.models import flops
+from kdjax.models import resnet
+
+CIFAR = (32, 32, 3)
+MNIST = (28, 28, 1)
+
+
+def _shapes(model, image_shape):
+  images = jnp.zeros((1, *image_shape))
+  return jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.PRNGKey(0), images)
+
+
+def _num_params(name, image_shape=CIFAR, **options):
+  model = models.create(name, num_classes=10, **options)
+  return models.count_params(_shapes(model, image_shape)['params'])
+
+
+# Hand counts, 10 classes. BatchNorm has 2 parameters per channel (its running
+# statistics are not parameters); a 3x3 conv from c to w channels without bias
+# has 9cw, with bias 9cw + w.
+#
+# He's CIFAR nets, option A, stages of n1, n2, n3 basic blocks at widths
+# 16/32/64. A block keeping width w: 2 (9w^2 + 2w) = 18w^2 + 4w, i.e. 4672,
+# 18560, 73984. The first block of stages 2 and 3 reads w/2 channels, 4.5w^2
+# fewer. Stem 27*16 + 32, head 64*10 + 10:
+#   P = 4672 n1 + 18560 n2 + 73984 n3 - 4.5 (32^2 + 64^2) + 464 + 650
+#     = 4672 n1 + 18560 n2 + 73984 n3 - 21926,
+# so resnet(6n+2) = 97216 n - 21926. Option B adds the projections
+# (16*32 + 64) + (32*64 + 128) = 2752.
+#
+# RepDistiller's x4 nets, option B, stem 32, widths 64/128/256, n blocks per
+# stage: a first block from c to w channels has 9cw + 9w^2 + 4w plus the
+# projection cw + 2w: 57728, 230144, 919040; others 18w^2 + 4w: 73984, 295424,
+# 1180672. Stem 27*32 + 64 = 928, head 256*10 + 10 = 2570:
+#   P = 1210410 + (n - 1) 1550080.
+#
+# pytorch-cifar ResNets: stem 27*64 + 128 = 1856, head (512 e) * 10 + 10.
+# Basic: B(w) = 18w^2 + 4w, first block of stages 2-4 D(w) = 14w^2 + 6w
+# (9(w/2)w + 9w^2 + 4w + projection (w/2)w + 2w).
+#   resnet18 = 1856 + 2B(64) + D(128) + B(128) + D(256) + B(256) + D(512)
+#              + B(512) + 5130
+#   resnet34 = 1856 + 3B(64) + D(128) + 3B(128) + D(256) + 5B(256) + D(512)
+#              + 2B(512) + 5130
+# Bottleneck of inner width w, output 4w: a block keeping the shape has
+# 4w^2 + 9w^2 + 4w^2 + (2 + 2 + 8)w = 17w^2 + 12w; the first block of stages
+# 2-4 reads 2w channels and projects 2w -> 4w: 23w^2 + 20w; the first block
+# of stage 1 (64 -> 256, stride 1) has 75008.
+#   resnet50 = 1856 + 75008 + 2(17*64^2 + 12*64) + [23*128^2 + 20*128
+#              + 3(...)] + [... 5 ...] + [... 2 ...] + 20490
+#   resnet101 = resnet50 + 17 (17*256^2 + 12*256).
+#
+# VGG: a conv-BN from c to w has 9cw + 3w; head 512*10 + 10 = 5130.
+#   vgg8  = 9(3*64 + 64*128 + 128*256 + 256*512 + 512^2) + 3(64 + 128 + 256
+#           + 512 + 512) + 5130
+#   vgg11 = 9(3*64 + 64*128 + 128*256 + 256^2 + 256*512 + 3*512^2)
+#           + 3(64 + 128 + 2*256 + 4*512) + 5130
+#   vgg13 = 9(3*64 + 64^2 + 64*128 + 128^2 + 128*256 + 256^2 + 256*512
+#           + 3*512^2) + 3(2*64 + 2*128 + 2*256 + 4*512) + 5130
+#   vgg16 = 9(3*64 + 64^2 + 64*128 + 128^2 + 128*256 + 2*256^2 + 256*512
+#           + 5*512^2) + 3(2*64 + 2*128 + 3*256 + 6*512) + 5130
+#   vgg19 = 9(3*64 + 64^2 + 64*128 + 128^2 + 128*256 + 3*256^2 + 256*512
+#           + 7*512^2) + 3(2*64 + 2*128 + 4*256 + 8*512) + 5130
+#
+# Seed 004 (padding 1, two 2x2 pools: 32x32 -> 8x8):
+#   lightnn  = (27*16 + 16) + (144*16 + 16) + (1024*256 + 256) + (2560 + 10)
+#   simplenn = (27*8 + 8) + (72*8 + 8) + (512*64 + 64) + (640 + 10)
+# Papernot, valid convs: MNIST 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4, CIFAR
+# 32 -> 30 -> 28 -> 14 -> 12 -> 10 -> 5:
+#   papernot_mnist = (9*32 + 32) + (9*32*32 + 32) + (9*32*64 + 64)
+#                    + (9*64*64 + 64) + (4*4*64*200 + 200) + (200*200 + 200)
+#                    + (200*10 + 10)
+#   papernot_cifar = (27*64 + 64) + (9*64*64 + 64) + (9*64*128 + 128)
+#                    + (9*128*128 + 128) + (5*5*128*256 + 256)
+#                    + (256*256 + 256) + (256*10 + 10)
+PARAM_COUNTS = {
+    'resnet8': 75_290,
+    'resnet14': 172_506,
+    'resnet20': 269_722,
+    'resnet32': 464_154,
+    'resnet44': 658_586,
+    'resnet56': 853_018,
+    'resnet110': 1_727_962,
+    'resnet8x4': 1_210_410,
+    'resnet32x4': 7_410_730,
+    'resnet3': 75_290,
+    'resnet4': 79_962,
+    'resnet5': 98_522,
+    'resnet6': 172_506,
+    'resnet10': 274_394,
+    'resnet11': 292_954,
+    'resnet18': 11_173_962,
+    'resnet34': 21_282_122,
+    'resnet50': 23_520_842,
+    'resnet101': 42_512_970,
+    'vgg8': 3_918_858,
+    'vgg11': 9_231_114,
+    'vgg13': 9_416_010,
+    'vgg16': 14_728_266,
+    'vgg19': 20_040_522,
+    'lightnn': 267_738,
+    'simplenn': 34_290,
+    'papernot_cifar': 1_147_978,
+}
+CONV_MODELS = sorted(PARAM_COUNTS) + ['papernot_mnist']
+SMALL_MODELS = {'resnet3', 'resnet4', 'resnet5', 'resnet6', 'resnet8',
+                'resnet14', 'resnet20', 'lightnn', 'simplenn',
+                'papernot_mnist', 'papernot_cifar'}
+
+
+@pytest.mark.parametrize('name, expected', sorted(PARAM_COUNTS.items()))
+def test_param_count(name, expected):
+  assert _num_params(name) == expected
+
+
+def test_papernot_mnist_param_count():
+  assert _num_params('papernot_mnist', MNIST) == 312_202
+
+
+def test_he_closed_form_and_published_counts():
+  # He et al. 2016, Table 6: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M.
+  published = {20: (0.27, 2), 32: (0.46, 2), 44: (0.66, 2), 56: (0.85, 2),
+               110: (1.7, 1)}
+  for depth, (millions, digits) in published.items():
+    count = PARAM_COUNTS[f'resnet{depth}']
+    assert count == 97216 * (depth - 2) // 6 - 21926
+    assert round(count / 1e6, digits) == millions
+
+
+@pytest.mark.parametrize('name, shortcut, expected', [
+    ('resnet20', 'B', 269_722 + 2752),
+    ('resnet8x4', 'A', 1_210_410 - (32 * 64 + 128) - (64 * 128 + 256)
+     - (128 * 256 + 512)),
+])
+def test_shortcut_option_changes_count(name, shortcut, expected):
+  assert _num_params(name, shortcut=shortcut) == expected
+
+
+def test_seed_resnets_grow_with_k():
+  counts = [_num_params(f'resnet{k}') for k in (3, 4, 5, 6, 10, 11)]
+  assert counts == sorted(counts) and len(set(counts)) == len(counts)
+  assert resnet.blocks_for(4) == (2, 1, 1)
+  assert resnet.blocks_for(11) == (4, 4, 3)
+
+
+def test_cifar_resnet_matches_named_layouts():
+  assert _num_params('cifar_resnet') == PARAM_COUNTS['resnet20']
+  assert _num_params('cifar_resnet', blocks=(2, 2, 2, 2),
+                     widths=(64, 64, 128, 256, 512),
+                     shortcut='B') == PARAM_COUNTS['resnet18']
+
+
+def _fake_variables(shapes, seed=0):
+  """He-scaled random weights without running `init`, which is slow on CPU."""
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      fan_in = math.prod(leaf.shape[:-1])
+      return jnp.asarray(rng.standard_normal(leaf.shape, np.float32)
+                         * math.sqrt(2.0 / fan_in))
+    if name in ('scale', 'var'):
+      return jnp.ones(leaf.shape, leaf.dtype)
+    return jnp.zeros(leaf.shape, leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _variables(name, model, image_shape):
+  if name in SMALL_MODELS:
+    return model.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)),
+                      train=False)
+  return _fake_variables(_shapes(model, image_shape))
+
+
+@pytest.mark.parametrize('image_shape', [MNIST, CIFAR], ids=['mnist', 'cifar'])
+@pytest.mark.parametrize('name', CONV_MODELS)
+def test_forward_gives_finite_logits(name, image_shape):
+  model = models.create(name, num_classes=10)
+  variables = _variables(name, model, image_shape)
+  images = jax.random.normal(jax.random.PRNGKey(1), (2, *image_shape))
+  logits = model.apply(variables, images, train=False)
+  assert logits.shape == (2, 10)
+  assert logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'resnet8x4', 'vgg8'])
+def test_batch_stats_update_in_train_mode_only(name):
+  model = models.create(name, num_classes=10)
+  images = jax.random.normal(jax.random.PRNGKey(1), (4, *CIFAR)) + 1.0
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+
+  def max_change(new_stats):
+    return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+        jax.tree.leaves(variables['batch_stats']), jax.tree.leaves(new_stats)))
+
+  logits, updates = model.apply(variables, images, train=True,
+                                mutable=['batch_stats'])
+  assert logits.shape == (4, 10)
+  assert max_change(updates['batch_stats']) > 1e-3
+  _, updates = model.apply(variables, images, train=False,
+                           mutable=['batch_stats'])
+  assert max_change(updates['batch_stats']) == 0.0
+  # Eval mode needs no mutable collection at all.
+  model.apply(variables, images, train=False)
+
+
+def test_dropout_only_in_train_mode():
+  model = models.create('lightnn', num_classes=10, dropout=0.5)
+  images = jax.random.normal(jax.random.PRNGKey(1), (2, *CIFAR))
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  train = [model.apply(variables, images, train=True,
+                       rngs={'dropout': jax.random.PRNGKey(seed)})
+           for seed in (0, 1)]
+  assert not np.allclose(train[0], train[1])
+  np.testing.assert_array_equal(model.apply(variables, images, train=False),
+                                model.apply(variables, images, train=False))
+
+
+@pytest.mark.parametrize('name, image_shape, expected', [
+    ('resnet20', CIFAR, {
+        'stem': (2, 32, 32, 16), 'stage1': (2, 32, 32, 16),
+        'stage2': (2, 16, 16, 32), 'stage3': (2, 8, 8, 64),
+        'pooled': (2, 64), 'logits': (2, 10)}),
+    ('resnet8x4', MNIST, {
+        'stem': (2, 28, 28, 32), 'stage1': (2, 28, 28, 64),
+        'stage2': (2, 14, 14, 128), 'stage3': (2, 7, 7, 256),
+        'pooled': (2, 256), 'logits': (2, 10)}),
+    ('resnet50', CIFAR, {
+        'stem': (2, 32, 32, 64), 'stage1': (2, 32, 32, 256),
+        'stage2': (2, 16, 16, 512), 'stage3': (2, 8, 8, 1024),
+        'stage4': (2, 4, 4, 2048), 'pooled': (2, 2048), 'logits': (2, 10)}),
+    ('vgg8', CIFAR, {
+        'stage1': (2, 32, 32, 64), 'stage2': (2, 16, 16, 128),
+        'stage3': (2, 8, 8, 256), 'stage4': (2, 4, 4, 512),
+        'stage5': (2, 4, 4, 512), 'pooled': (2, 512), 'logits': (2, 10)}),
+    ('vgg13', MNIST, {
+        'stage1': (2, 28, 28, 64), 'stage2': (2, 14, 14, 128),
+        'stage3': (2, 7, 7, 256), 'stage4': (2, 4, 4, 512),
+        'stage5': (2, 2, 2, 512), 'pooled': (2, 512), 'logits': (2, 10)}),
+    ('lightnn', CIFAR, {
+        'stage1': (2, 32, 32, 16), 'stage2': (2, 16, 16, 16),
+        'hidden_0': (2, 256), 'logits': (2, 10)}),
+    ('papernot_mnist', MNIST, {
+        'stage1': (2, 24, 24, 32), 'stage2': (2, 8, 8, 64),
+        'hidden_0': (2, 200), 'hidden_1': (2, 200), 'logits': (2, 10)}),
+])
+def test_feature_shapes(name, image_shape, expected):
+  model = models.create(name, num_classes=10)
+  images = jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+  apply = functools.partial(model.apply, train=False, return_features=True)
+  logits, features = jax.eval_shape(apply, _shapes(model, image_shape), images)
+  assert logits.shape == (2, 10)
+  assert {key: value.shape for key, value in features.items()} == expected
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'vgg8', 'papernot_cifar'])
+def test_features_hold_the_returned_logits(name):
+  model = models.create(name, num_classes=10)
+  images = jax.random.normal(jax.random.PRNGKey(1), (2, *CIFAR))
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  logits, features = model.apply(variables, images, train=False,
+                                 return_features=True)
+  np.testing.assert_array_equal(logits, features['logits'])
+  np.testing.assert_allclose(
+      logits, model.apply(variables, images, train=False), rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'resnet18', 'vgg8', 'lightnn',
+                                  'papernot_mnist'])
+def test_bfloat16_computes_in_bfloat16_and_returns_float32(name):
+  model = models.create(name, num_classes=10, dtype='bfloat16')
+  images = jax.ShapeDtypeStruct((2, *CIFAR), jnp.float32)
+  shapes = _shapes(model, CIFAR)
+  assert {leaf.dtype for leaf in jax.tree.leaves(shapes['params'])} == {
+      jnp.dtype('float32')}
+  apply = functools.partial(model.apply, train=False, return_features=True)
+  logits, features = jax.eval_shape(apply, shapes, images)
+  assert logits.dtype == jnp.float32
+  assert features['stage1'].dtype == jnp.bfloat16
+  if name == 'resnet8':
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, *CIFAR)),
+                           train=False)
+    logits = model.apply(variables, jnp.ones((2, *CIFAR)), train=False)
+    assert logits.dtype == jnp.float32 and np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize('name, options, message', [
+    ('resnet20', {'shortcut': 'C'}, 'model.shortcut'),
+    ('cifar_resnet', {'blocks': (3, 0, 3)}, 'model.blocks'),
+    ('cifar_resnet', {'widths': (16, 32, 64)}, 'model.widths'),
+    ('cifar_resnet', {'widths': (16, 64, 32, 16)}, "model.shortcut='A'"),
+    ('cifar_resnet', {'block': 'wide'}, 'model.block'),
+    ('resnet18', {'dtype': 'int32'}, 'model.dtype'),
+    ('vgg11', {'dtype': 'float42'}, 'model.dtype'),
+    ('lightnn', {'dropout': 1.0}, 'model.dropout'),
+    ('papernot_cifar', {'dropout': -0.1}, 'model.dropout'),
+    ('vgg13', {'width': 2}, 'does not accept'),
+])
+def test_bad_option_is_a_one_line_config_error(name, options, message):
+  with pytest.raises(ConfigError, match=message) as error:
+    models.create(name, num_classes=10, **options)
+  assert '\n' not in str(error.value)
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads():
+  images = jnp.arange(2 * 4 * 4 * 16, dtype=jnp.float32).reshape(2, 4, 4, 16)
+  shortcut = resnet._Shortcut(32, 2, 'A', jnp.float32)
+  padded = shortcut.apply({}, images, train=False)
+  assert padded.shape == (2, 2, 2, 32)
+  np.testing.assert_array_equal(padded[..., 8:24], images[:, ::2, ::2, :])
+  assert not np.any(padded[..., :8]) and not np.any(padded[..., 24:])
+
+
+def test_flops_of_mlp_match_multiply_adds():
+  model = models.create('mlp', num_classes=10, hidden=(1200, 1200))
+  count = flops.forward_flops_per_example(model, _shapes(model, MNIST), MNIST)
+  expected = 2 * (784 * 1200 + 1200 * 1200 + 1200 * 10)
+  assert abs(count - expected) / expected < 0.05
+
+
+def test_flops_of_papernot_mnist_match_multiply_adds():
+  # Valid convs, so every tap is a real multiply-add.
+  model = models.create('papernot_mnist', num_classes=10)
+  macs = (26 * 26 * 32 * 9 + 24 * 24 * 32 * 32 * 9 + 10 * 10 * 64 * 32 * 9
+          + 8 * 8 * 64 * 64 * 9 + 1024 * 200 + 200 * 200 + 200 * 10)
+  count = flops.forward_flops_per_example(model, _shapes(model, MNIST), MNIST)
+  assert abs(count - 2 * macs) / (2 * macs) < 0.05
