@@ -1,6 +1,7 @@
 """Dataset import and loading on the real files, mocked CIFAR, augmentation."""
 
 import gzip
+import hashlib
 import itertools
 import os
 import subprocess
@@ -18,7 +19,8 @@ from kdjax.data import importer
 from kdjax.errors import ConfigError, DataError
 
 # Class counts of the official MNIST test set (LeCun et al.), digits 0..9.
-MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+MNIST_TEST_CLASS_COUNTS = [
+    980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 # Mean and standard deviation of all 47,040,000 MNIST training pixels / 255;
 # rounded, these are the published 0.1307 and 0.3081.
 MNIST_TRAIN_PIXEL_MEAN = 0.1306604762738429
@@ -103,7 +105,8 @@ def test_corrupt_mnist_file_is_refused_before_writing(tmp_path):
     data.import_dataset('mnist', data_dir=str(data_dir), source=str(corrupt))
   message = str(raised.value)
   assert str(corrupt) in message
-  assert 'f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416' in message
+  assert data.DATASETS['mnist'].source_sha256['mnist.pkl.gz'] in message
+  assert hashlib.sha256(corrupt.read_bytes()).hexdigest() in message
   assert '\n' not in message
   assert not data_dir.exists()
 

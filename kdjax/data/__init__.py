@@ -1,4 +1,4 @@
-"""Datasets by name: offline import, whole-split loading, on-device augmentation.
+"""Datasets by name: offline import, whole-split loading, augmentation.
 
   dataset = data.load('mnist', validation_fraction=0.1)
   dataset.train.images        # (54000, 28, 28, 1) uint8
@@ -8,6 +8,11 @@ imported offline; `python -m kdjax.data import mnist` imports one.
 """
 
 from kdjax.data import augment
-from kdjax.data.catalog import DATASETS, DatasetInfo
+from kdjax.data.catalog import DATASETS
+from kdjax.data.catalog import DatasetInfo
 from kdjax.data.importer import import_dataset
-from kdjax.data.loading import Dataset, Split, default_data_dir, is_prepared, load
+from kdjax.data.loading import Dataset
+from kdjax.data.loading import default_data_dir
+from kdjax.data.loading import is_prepared
+from kdjax.data.loading import load
+from kdjax.data.loading import Split

@@ -229,7 +229,8 @@ def _read_idx(path: str) -> np.ndarray:
   """Parses a gzipped IDX file into an array of its declared type and shape."""
   with gzip.open(path, 'rb') as f:
     content = f.read()
-  if len(content) < 4 or content[:2] != b'\0\0' or content[2] not in _IDX_DTYPES:
+  if (len(content) < 4 or content[:2] != b'\0\0'
+      or content[2] not in _IDX_DTYPES):
     raise DataError(f'{path} is not an IDX file (bad magic number)')
   dtype, ndim = _IDX_DTYPES[content[2]], content[3]
   header_size = 4 + 4 * ndim
