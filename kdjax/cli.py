@@ -15,7 +15,10 @@ def fail(message: str, code: int = EXIT_USER_ERROR):
 
 def run_guarded(fn, *args, **kwargs):
   """Calls fn; a user mistake becomes one line on stderr and exit status 2."""
+  from absl import logging
   from kdjax.train.loop import Preempted
+  # Library INFO logs (orbax's per-save lines) would drown the progress lines.
+  logging.set_verbosity(logging.WARNING)
   try:
     return fn(*args, **kwargs)
   except KDError as e:
