@@ -1,4 +1,4 @@
-r"""Parameter counts and forward cost of the registered models, beside the seeds'.
+r"""Parameter counts and forward cost of kdjax's models beside the stated ones.
 
   python -m experiments.model_table                   # print the table
   python -m experiments.model_table --out=models.md   # and write it
@@ -13,7 +13,6 @@ digits stated. Takes about a minute on 2 CPU cores, most of it compiling.
 import dataclasses
 import functools
 import math
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -85,15 +84,17 @@ ROWS = (
 )
 
 NOTES = """\
-MFLOPs: XLA's operation count, 2 per multiply-add, taps on zero padding not
-counted. PyTorch counters (thop) report multiply-adds over the full kernel:
-seed 002's VGG13 "229.61M FLOPs" is that count at 32x32 (about 228M
-multiply-adds for the convolutions); its ResNet18 "1.8G" is the ImageNet
-(224x224) figure.
-Seed 000, Table 1 gives 33,716,800 (teacher) and 11,206,400 (student) as
-both FLOPs and parameters of its MNIST nets without describing them; no
-784-h1-h2-10 MLP with round widths and no model here gives those numbers, so
-they are not compared.
+- MFLOPs: XLA's operation count, 2 per multiply-add, taps on zero padding
+  not counted. PyTorch counters (thop) report multiply-adds over the full
+  kernel: seed 002's VGG13 "229.61M FLOPs" is that count at 32x32 (about
+  228M multiply-adds in the convolutions); its ResNet18 "1.8G" is the
+  ImageNet (224x224) figure.
+- Seed 002 does not describe its LinearTeacher and LinearStudent; its counts
+  are those of Hinton's 784-1200-1200-10 and 784-800-800-10 MLPs.
+- Seed 000, Table 1 gives 33,716,800 (teacher) and 11,206,400 (student) as
+  both FLOPs and parameters of its MNIST nets without describing them; no
+  784-h1-h2-10 MLP with round widths and no model here gives those numbers,
+  so they are not compared.
 """
 
 

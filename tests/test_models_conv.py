@@ -30,7 +30,8 @@ def _default_shapes(name, image_shape):
 
 def _num_params(name, image_shape=CIFAR, **options):
   if options:
-    shapes = _shapes(models.create(name, num_classes=10, **options), image_shape)
+    model = models.create(name, num_classes=10, **options)
+    shapes = _shapes(model, image_shape)
   else:
     shapes = _default_shapes(name, image_shape)
   return models.count_params(shapes['params'])
@@ -297,9 +298,8 @@ def test_dropout_only_in_train_mode():
   model = models.create('lightnn', num_classes=10, dropout=0.5)
   variables = _initialized('lightnn')
   images = _images(2, CIFAR)
-  train = [model.apply(variables, images, train=True,
-                       rngs={'dropout': jax.random.key(seed, impl='unsafe_rbg')})
-           for seed in (0, 1)]
+  train = [model.apply(variables, images, train=True, rngs={
+      'dropout': jax.random.key(seed, impl='unsafe_rbg')}) for seed in (0, 1)]
   assert not np.allclose(train[0], train[1])
   np.testing.assert_array_equal(model.apply(variables, images, train=False),
                                 model.apply(variables, images, train=False))

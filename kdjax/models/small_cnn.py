@@ -18,6 +18,8 @@ is, so the parameter count depends on the input shape.
   dropout 0.5 on the fully connected layers, the default here.
 
 Max-pools drop a trailing odd row or column, as PyTorch's and Keras's do.
+The smallest inputs are 4x4 for `lightnn` and `simplenn` and 16x16 for the
+Papernot nets.
 
 Features (`return_features=True`): 'stage1', 'stage2' (after the group's
 last ReLU, before its pool, NHWC), 'hidden_0', 'hidden_1', ... (after each
