@@ -59,6 +59,18 @@ def create(name: str, *, num_classes: int, **kwargs) -> nn.Module:
     raise ConfigError(f'model {name!r} does not accept these options: {e}') from None
 
 
+def compute_dtype(dtype):
+  """Parses a model's `dtype` option; ConfigError unless it is a float dtype."""
+  import jax.numpy as jnp
+  try:
+    parsed = jnp.dtype(dtype)
+  except TypeError:
+    raise ConfigError(f'model.dtype={dtype!r} is not a dtype') from None
+  if not jnp.issubdtype(parsed, jnp.floating):
+    raise ConfigError(f'model.dtype={dtype!r} must be a floating-point dtype')
+  return parsed
+
+
 def count_params(params) -> int:
   """Number of scalars in a parameter pytree."""
   import jax

@@ -5,7 +5,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models import register
+from kdjax.models import compute_dtype, register
 
 
 class MLP(nn.Module):
@@ -49,4 +49,4 @@ def mlp(*, num_classes: int, hidden=(800, 800), input_dropout=0.0,
       raise ConfigError(f'model.{rate_name}={rate} must be in [0, 1)')
   return MLP(num_classes=num_classes, hidden=tuple(int(h) for h in hidden),
              input_dropout=float(input_dropout),
-             hidden_dropout=float(hidden_dropout), dtype=jnp.dtype(dtype))
+             hidden_dropout=float(hidden_dropout), dtype=compute_dtype(dtype))

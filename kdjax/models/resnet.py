@@ -54,7 +54,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import register
+from kdjax.models import compute_dtype, register
 
 # PyTorch's default momentum 0.1 weights the new batch; Flax's weights the old
 # running value, hence 0.9.
@@ -184,16 +184,6 @@ class ResNet(nn.Module):
     return (logits, features) if return_features else logits
 
 
-def _compute_dtype(dtype) -> jnp.dtype:
-  try:
-    parsed = jnp.dtype(dtype)
-  except TypeError:
-    raise ConfigError(f'model.dtype={dtype!r} is not a dtype') from None
-  if not jnp.issubdtype(parsed, jnp.floating):
-    raise ConfigError(f'model.dtype={dtype!r} must be a floating-point dtype')
-  return parsed
-
-
 @register('cifar_resnet')
 def cifar_resnet(*, num_classes: int, blocks=(3, 3, 3), widths=(16, 16, 32, 64),
                  block='basic', shortcut='A', dtype='float32') -> ResNet:
@@ -233,7 +223,7 @@ def cifar_resnet(*, num_classes: int, blocks=(3, 3, 3), widths=(16, 16, 32, 64),
     raise ConfigError(f"model.shortcut='A' zero-pads channels, so "
                       f'model.widths={widths} must not decrease')
   return ResNet(num_classes=num_classes, blocks=blocks, widths=widths,
-                block=block, shortcut=shortcut, dtype=_compute_dtype(dtype))
+                block=block, shortcut=shortcut, dtype=compute_dtype(dtype))
 
 
 def blocks_for(total: int) -> tuple[int, int, int]:

@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import register
+from kdjax.models import compute_dtype, register
 
 
 class SmallCNN(nn.Module):
@@ -75,23 +75,13 @@ class SmallCNN(nn.Module):
     return (logits, features) if return_features else logits
 
 
-def _compute_dtype(dtype) -> jnp.dtype:
-  try:
-    parsed = jnp.dtype(dtype)
-  except TypeError:
-    raise ConfigError(f'model.dtype={dtype!r} is not a dtype') from None
-  if not jnp.issubdtype(parsed, jnp.floating):
-    raise ConfigError(f'model.dtype={dtype!r} must be a floating-point dtype')
-  return parsed
-
-
 def _register(name, *, stages, hidden, padding, dropout):
   def factory(*, num_classes: int, dropout=dropout, dtype='float32'):
     if not 0.0 <= dropout < 1.0:
       raise ConfigError(f'model.dropout={dropout} must be in [0, 1)')
     return SmallCNN(num_classes=num_classes, stages=stages, hidden=hidden,
                     padding=padding, dropout=float(dropout),
-                    dtype=_compute_dtype(dtype))
+                    dtype=compute_dtype(dtype))
 
   factory.__name__ = name
   factory.__doc__ = (f'{name}: conv groups {stages} ({padding} padding), '

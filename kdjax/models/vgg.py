@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import register
+from kdjax.models import compute_dtype, register
 
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 
@@ -80,22 +80,12 @@ class VGG(nn.Module):
     return (logits, features) if return_features else logits
 
 
-def _compute_dtype(dtype) -> jnp.dtype:
-  try:
-    parsed = jnp.dtype(dtype)
-  except TypeError:
-    raise ConfigError(f'model.dtype={dtype!r} is not a dtype') from None
-  if not jnp.issubdtype(parsed, jnp.floating):
-    raise ConfigError(f'model.dtype={dtype!r} must be a floating-point dtype')
-  return parsed
-
-
 def _register(name, convs_per_stage, pool_after):
   def factory(*, num_classes: int, dtype='float32'):
     stages = tuple((width,) * count
                    for width, count in zip(_STAGE_WIDTHS, convs_per_stage))
     return VGG(num_classes=num_classes, stages=stages,
-               pool_after=pool_after, dtype=_compute_dtype(dtype))
+               pool_after=pool_after, dtype=compute_dtype(dtype))
 
   factory.__name__ = name
   pooled = tuple(stage for stage, pool in enumerate(pool_after, 1) if pool)
