@@ -56,7 +56,7 @@ def _base(name: str) -> ml_collections.ConfigDict:
 
 def _stages(quick: bool, seeds: int, omit: int):
   """(name, config) for every stage; a config with a teacher names it by stage."""
-  epochs = {'teacher': 2 if quick else 50, 'student': 2 if quick else 20}
+  epochs = {'teacher': 2 if quick else 60, 'student': 2 if quick else 30}
   seed_axis = tuple(range(seeds)) if seeds > 1 else ()
   stages = []
 

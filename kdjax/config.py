@@ -88,6 +88,8 @@ def default() -> ml_collections.ConfigDict:
   c.sweep.temperature = ()
   c.sweep.alpha = ()
   c.sweep.seed = ()
+  c.sweep.learning_rate = ()
+  c.sweep.kind = ()  # soft-loss kinds
 
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2
@@ -171,44 +173,61 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for value in c.sweep.alpha:
     if not 0 <= value <= 1:
       _fail('sweep.alpha', tuple(c.sweep.alpha), 'every alpha must be in [0, 1]')
-  if not c.teacher.workdir and (len(c.sweep.temperature) or len(c.sweep.alpha)):
-    _fail('sweep', 'temperature/alpha', 'sweeping distillation settings needs teacher.workdir')
+  for value in c.sweep.learning_rate:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+      _fail('sweep.learning_rate', tuple(c.sweep.learning_rate),
+            'every learning rate must be a number > 0')
+  for value in c.sweep.kind:
+    if value not in losses.SOFT_LOSS_KINDS:
+      _fail('sweep.kind', tuple(c.sweep.kind),
+            f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
+  for axis in ('temperature', 'alpha', 'seed', 'learning_rate', 'kind'):
+    if len(set(c.sweep[axis])) != len(c.sweep[axis]):
+      _fail(f'sweep.{axis}', tuple(c.sweep[axis]), 'values must not repeat')
+  if not c.teacher.workdir and any(len(c.sweep[k]) for k in ('temperature', 'alpha', 'kind')):
+    _fail('sweep', 'temperature/alpha/kind',
+          'sweeping distillation settings needs teacher.workdir')
 
 
 def sweep_members(c: ml_collections.ConfigDict) -> list[dict]:
   """The members of `config.sweep` (cartesian product), [] when nothing is swept.
 
-  Each member is a dict with `label` (its sub-directory name), `temperature`,
-  `alpha` and `seed`.
+  Each member is a dict with `label` (its sub-directory name) and one value
+  per sweepable field: `temperature`, `alpha`, `seed`, `learning_rate`, `kind`.
   """
   import itertools
   axes = {'temperature': tuple(c.sweep.temperature) or (c.distill.temperature,),
           'alpha': tuple(c.sweep.alpha) or (alpha(c),),
-          'seed': tuple(c.sweep.seed) or (c.seed,)}
-  if not any(len(c.sweep[k]) for k in axes):
+          'seed': tuple(c.sweep.seed) or (c.seed,),
+          'learning_rate': tuple(c.sweep.learning_rate) or (c.optimizer.learning_rate,),
+          'kind': tuple(c.sweep.kind) or (c.distill.kind,)}
+  label_prefix = {'temperature': 'T', 'alpha': 'alpha', 'seed': 'seed',
+                  'learning_rate': 'lr', 'kind': ''}
+  swept = [k for k in axes if len(c.sweep[k])]
+  if not swept:
     return []
   members = []
-  for t, a, s in itertools.product(axes['temperature'], axes['alpha'], axes['seed']):
-    parts = []
-    if len(c.sweep.temperature):
-      parts.append(f'T{t:g}')
-    if len(c.sweep.alpha):
-      parts.append(f'alpha{a:g}')
-    if len(c.sweep.seed):
-      parts.append(f'seed{s}')
-    members.append({'label': '_'.join(parts), 'temperature': float(t), 'alpha': float(a),
-                    'seed': int(s)})
+  for values in itertools.product(*axes.values()):
+    member = dict(zip(axes, values))
+    member['label'] = '_'.join(
+        label_prefix[k] + (member[k] if k == 'kind' else f'{member[k]:g}') for k in swept)
+    member.update(temperature=float(member['temperature']), alpha=float(member['alpha']),
+                  seed=int(member['seed']), learning_rate=float(member['learning_rate']))
+    members.append(member)
   return members
 
 
 def member_config(c: ml_collections.ConfigDict, member: dict) -> ml_collections.ConfigDict:
   """The plain (unswept) config that trains `member` alone."""
   m = ml_collections.ConfigDict(c.to_dict())
-  m.sweep.temperature, m.sweep.alpha, m.sweep.seed = (), (), ()
+  for axis in m.sweep:
+    m.sweep[axis] = ()
   m.distill.temperature = member['temperature']
   m.distill.alpha = member['alpha']
   m.distill.distillation_weight = None
   m.distill.ce_weight = None
+  m.distill.kind = member['kind']
+  m.optimizer.learning_rate = member['learning_rate']
   m.seed = member['seed']
   m.lock()
   return m

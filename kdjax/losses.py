@@ -49,11 +49,19 @@ def soft_target_loss(student_logits, teacher_logits, *, temperature, kind='kl'):
     student_logits: [..., K] student scores (gradients flow through these).
     teacher_logits: [..., K] teacher scores (treated as constants).
     temperature: T > 0, a Python float or a traced scalar.
-    kind: one of SOFT_LOSS_KINDS.
+    kind: one of SOFT_LOSS_KINDS, or an integer index into it (may be traced,
+      e.g. one kind per member of a vectorised sweep).
 
   Returns:
     [...] per-example losses.
   """
+  if not isinstance(kind, str):
+    branches = [
+        lambda s, t, temp, k=k: soft_target_loss(s, t, temperature=temp, kind=k)
+        for k in SOFT_LOSS_KINDS]
+    index = jnp.clip(jnp.asarray(kind, jnp.int32), 0, len(SOFT_LOSS_KINDS) - 1)
+    return jax.lax.switch(index, branches, student_logits, teacher_logits,
+                          jnp.asarray(temperature, jnp.float32))
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
   t2 = temperature**2
   if kind == 'mse_logits':
@@ -95,7 +103,7 @@ def distillation_loss(student_logits, teacher_logits, labels, *, temperature,
     labels: [B] integer labels.
     temperature: T > 0.
     alpha: weight of the soft term, in [0, 1].
-    kind: soft loss kind, see `soft_target_loss`.
+    kind: soft loss kind (name or index), see `soft_target_loss`.
 
   Returns:
     A scalar.

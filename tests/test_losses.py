@@ -142,3 +142,15 @@ def test_unknown_kind_is_rejected():
   with pytest.raises(ValueError, match='unknown soft loss kind'):
     losses.soft_target_loss(jnp.zeros((1, 2)), jnp.zeros((1, 2)),
                             temperature=1.0, kind='hinge')
+
+
+def test_kind_given_as_a_traced_index_matches_the_named_kind():
+  rng = np.random.default_rng(1)
+  s, t = rng.normal(size=(5, 10)) * 3, rng.normal(size=(5, 10)) * 3
+  by_index = jax.jit(jax.vmap(
+      lambda k: losses.soft_target_loss(s, t, temperature=2.5, kind=k)))(
+          jnp.arange(len(losses.SOFT_LOSS_KINDS)))
+  for i, kind in enumerate(losses.SOFT_LOSS_KINDS):
+    np.testing.assert_allclose(by_index[i],
+                               losses.soft_target_loss(s, t, temperature=2.5, kind=kind),
+                               rtol=1e-6)

@@ -124,6 +124,44 @@ def test_vectorised_members_equal_separate_runs():
                  swept.params, alone.params)
 
 
+def test_learning_rate_and_loss_kind_members_equal_separate_runs():
+  """Sweeping the learning rate (as an update scale) and the soft-loss kind
+  (as a traced branch index) trains each member exactly as its own run."""
+  from kdjax import losses
+  model = models.create('mlp', num_classes=10, hidden=(32,))
+  teacher, teacher_variables = _teacher()
+  base_lr = 0.05
+  rates = [0.05, 0.2, 0.01]
+  kinds = ['kl', 'mse_logits', 'cosine']
+  tx = optax.adam(base_lr)
+  mesh = step_lib.data_mesh(jax.devices()[:1])
+  data = _batch(64)
+  init = lambda tx: step_lib.init_state(model, tx, jax.random.PRNGKey(0), IMAGE_SHAPE)
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[init(tx)] * 3)
+  swept_step = step_lib.make_train_step(model=model, tx=tx, mean=MEAN, std=STD,
+                                        teacher_model=teacher, soft_kind=None)
+  sweep = step_lib.make_epoch(swept_step, mesh=mesh, batch_size=16, steps_per_epoch=4,
+                              num_members=3)
+  hparams = {'temperature': jnp.full(3, 3.0), 'alpha': jnp.full(3, 0.7),
+             'lr_scale': jnp.array(rates) / base_lr,
+             'kind': jnp.array([losses.SOFT_LOSS_KINDS.index(k) for k in kinds])}
+  swept, sweep_metrics = sweep(stacked, data, teacher_variables, hparams,
+                               jax.random.PRNGKey(3))
+  finals = []
+  for m in range(3):
+    own_tx = optax.adam(rates[m])
+    own_step = step_lib.make_train_step(model=model, tx=own_tx, mean=MEAN, std=STD,
+                                        teacher_model=teacher, soft_kind=kinds[m])
+    single = step_lib.make_epoch(own_step, mesh=mesh, batch_size=16, steps_per_epoch=4)
+    alone, metrics = single(init(own_tx), data, teacher_variables,
+                            {'temperature': 3.0, 'alpha': 0.7}, jax.random.PRNGKey(3))
+    np.testing.assert_allclose(sweep_metrics['loss'][:, m], metrics['loss'], rtol=1e-4)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[m], b, rtol=1e-4, atol=1e-5),
+                 swept.params, alone.params)
+    finals.append(float(metrics['loss'][-1]))
+  assert len({round(f, 4) for f in finals}) == 3  # the members really differ
+
+
 _SHARDED_SCRIPT = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np, optax, sys
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P

@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kdjax import config as config_lib
 from kdjax import data as data_lib
-from kdjax import models, report
+from kdjax import losses, models, report
 from kdjax.errors import ConfigError, NonFiniteLossError, WorkdirError
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import optim, step as step_lib
@@ -208,6 +208,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = jax.jit(jax.vmap(init))(jnp.array([m['seed'] for m in members]))
     hparams = {'temperature': np.array([m['temperature'] for m in members], np.float32),
                'alpha': np.array([m['alpha'] for m in members], np.float32)}
+    if len(config.sweep.learning_rate):
+      # The optimizer is built for config.optimizer.learning_rate; each member
+      # scales its updates to its own rate (exact: updates are linear in it).
+      hparams['lr_scale'] = np.array(
+          [m['learning_rate'] / config.optimizer.learning_rate for m in members], np.float32)
+    if len(config.sweep.kind):
+      hparams['kind'] = np.array([losses.SOFT_LOSS_KINDS.index(m['kind']) for m in members],
+                                 np.int32)
   else:
     state = init(config.seed)
     hparams = {'temperature': np.float32(config.distill.temperature),
@@ -242,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       model=model, tx=tx, mean=dataset.mean, std=dataset.std,
       max_shift=config.augment.max_shift, flip=config.augment.flip,
       teacher_model=None if cache_teacher else teacher_model,
-      soft_kind=config.distill.kind, max_norm=config.optimizer.max_norm)
+      soft_kind=None if len(config.sweep.kind) else config.distill.kind, max_norm=config.optimizer.max_norm)
   epoch_fn = step_lib.make_epoch(train_step, mesh=mesh, batch_size=config.batch_size,
                                  steps_per_epoch=steps_per_epoch, num_members=num_members)
   data_rng = jax.random.PRNGKey(config.data_seed)
@@ -270,6 +278,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   compile_seconds = time.perf_counter() - compile_start
   flops_per_example = _forward_flops(model, _member_slice(state, 0 if members else None),
                                      dataset.image_shape)
+  step_flops = step_lib.train_step_flops(train_step, state, train_data, teacher_variables,
+                                         hparams, batch_size=config.batch_size,
+                                         num_members=num_members)
 
   checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
   history = [[] for _ in indices]
@@ -279,6 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, meta = checkpoints.restore(latest, state)
     history, train_seconds, start_epoch = meta['history'], meta['train_seconds'], latest
     _say(f'resuming {workdir} from the checkpoint of epoch {latest}')
+  resumed_seconds = train_seconds
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   teacher_note = ''
@@ -377,6 +389,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              * len(indices) / max(train_seconds, 1e-9),
       'compile_seconds': compile_seconds,
       'flops_per_example': flops_per_example,
+      'train_step_flops': step_flops,
+      'achieved_flops_per_second': None if step_flops is None else (
+          step_flops * (config.num_epochs - start_epoch) * steps_per_epoch
+          / max(train_seconds - resumed_seconds, 1e-9)),
       'devices': num_devices,
       'teacher': None if teacher_results is None else {
           'workdir': os.path.abspath(config.teacher.workdir),
@@ -402,6 +418,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         'temperature': float(member_config.distill.temperature) if teacher_results else None,
         'alpha': config_lib.alpha(member_config) if teacher_results else None,
         'seed': int(member_config.seed),
+        'learning_rate': float(member_config.optimizer.learning_rate),
+        'kind': member_config.distill.kind if teacher_results else None,
     })
     if 'validation' in final:
       out['validation_accuracy'] = float(final['validation'][1][m].mean())
@@ -436,7 +454,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if jax.process_index() == 0:
         write_run(member_dir, results, {name: v[0][m] for name, v in final.items()})
       rows.append({k: results[k] for k in (
-          'temperature', 'alpha', 'seed', 'test_accuracy', 'test_errors',
+          'temperature', 'alpha', 'seed', 'learning_rate', 'kind', 'test_accuracy', 'test_errors',
           'best_test_accuracy', 'per_class_errors')} | {
               'label': member['label'], 'workdir': member_dir,
               **({'validation_accuracy': results['validation_accuracy']}

@@ -56,7 +56,7 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
 
 def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                     mean, std, max_shift: int = 0, flip: bool = False,
-                    teacher_model: nn.Module | None = None, soft_kind: str = 'kl',
+                    teacher_model: nn.Module | None = None, soft_kind: str | None = 'kl',
                     max_norm: float = 0.0) -> Callable:
   """Builds `train_step(state, batch, teacher_variables, hparams) -> (state, metrics)`.
 
@@ -66,7 +66,10 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   Without either, the student trains on the labels alone.
 
   `hparams` holds `temperature` and `alpha` (scalars, or traced per member
-  under vmap).
+  under vmap), and optionally `lr_scale` (the updates are multiplied by it:
+  every optimizer here is linear in its learning rate, so this trains with
+  learning rate × lr_scale) and `kind` (an index into
+  `losses.SOFT_LOSS_KINDS`, used when `soft_kind` is None).
   """
 
   def train_step(state: TrainState, batch, teacher_variables, hparams):
@@ -91,12 +94,15 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
       else:
         loss = losses.distillation_loss(
             logits, teacher_logits, labels, temperature=hparams['temperature'],
-            alpha=hparams['alpha'], kind=soft_kind)
+            alpha=hparams['alpha'],
+            kind=hparams['kind'] if soft_kind is None else soft_kind)
       return loss, (logits, new_model_state)
 
     (loss, (logits, new_model_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if 'lr_scale' in hparams:
+      updates = jax.tree.map(lambda u: u * hparams['lr_scale'], updates)
     params = optax.apply_updates(state.params, updates)
     if max_norm > 0:
       params = optim.max_norm(params, max_norm)
@@ -142,6 +148,22 @@ def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
     return jax.lax.scan(body, state, order)
 
   return jax.jit(epoch, donate_argnums=0)
+
+
+def train_step_flops(train_step: Callable, state, data, teacher_variables, hparams, *,
+                     batch_size: int, num_members: int = 0) -> float | None:
+  """XLA's operation count of one train step (all members of a sweep together).
+
+  Taken from the lowered program's cost analysis, so nothing is compiled.
+  `data` holds the whole training set; only its shapes are used.
+  """
+  step_fn = jax.vmap(train_step, in_axes=(0, None, None, 0)) if num_members else train_step
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype),
+                       data)
+  cost = jax.jit(step_fn).lower(state, batch, teacher_variables, hparams).cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost['flops']) if cost and 'flops' in cost else None
 
 
 def make_predict(model: nn.Module, *, mesh: Mesh, mean, std, batch_size: int,

@@ -1,0 +1,266 @@
+r"""Speed of kdjax's training programs on this machine, measured in one run.
+
+  python -m experiments.benchmark [--quick] [--json=PATH] [--repeats=3]
+
+Prints one table. Every row is timed after its program has been compiled
+(compile time is its own column), as the median of `--repeats` calls, on
+synthetic MNIST-shaped data (60,000 uint8 images of 28×28×1; speed does not
+depend on the pixel values). Rows:
+
+  (a) the 784-1200-1200-10 teacher's train step (dropout, max-norm, ±2 px
+      jitter, Adam), with its achieved GFLOP/s beside that of a plain
+      2048×2048 float32 `jnp.dot` measured in the same run;
+  (b) one epoch of the 800-800 student alone, distilled with the teacher run
+      inside the step, and distilled from cached teacher logits;
+  (c) one epoch of a 30-30 student, of a 3×3 temperature × alpha grid of
+      them trained as one vectorised program, and of the same nine trained
+      one after another;
+  (d) one epoch of the 30-30 student as one on-device program vs a Python
+      loop that shuffles on the host and feeds one batch per step.
+
+The ratios the table ends with are the ones kdjax's speed targets are
+stated in: (a) ≥ 0.75 of the dot's GFLOP/s, (b) cached ≤ 1.15 × alone,
+(c) grid ≤ 2 × one student and ≥ 4 × faster than nine in a row,
+(d) on-device ≥ 1.5 × faster than the host loop.
+"""
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+from absl import app, flags
+
+flags.DEFINE_bool('quick', False, 'small sizes: seconds, for a smoke test')
+flags.DEFINE_integer('repeats', 3, 'timed calls per row (median reported)', lower_bound=1)
+flags.DEFINE_string('json', '', 'also write the table to this JSON file')
+FLAGS = flags.FLAGS
+
+BATCH = 128
+MEAN, STD = (0.1307,), (0.3081,)
+
+
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _median_seconds(fn, repeats: int) -> float:
+  """Median wall time of `fn()` (which must block until its work is done)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def main(argv):
+  del argv
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  from kdjax import models
+  from kdjax.train import optim, step as step_lib
+
+  quick, repeats = FLAGS.quick, FLAGS.repeats
+  num_examples = 2048 if quick else 60000
+  steps = num_examples // BATCH
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (num_examples, 28, 28, 1), dtype=np.uint8)
+  labels = rng.integers(0, 10, num_examples).astype(np.int32)
+  mesh = step_lib.data_mesh()
+  data = jax.device_put({'images': images, 'labels': labels})
+  rows = []
+
+  def block(tree):
+    jax.block_until_ready(tree)
+    return tree
+
+  def mlp(hidden, **kw):
+    return models.create('mlp', num_classes=10, hidden=hidden, **kw)
+
+  def state_for(model, tx, seed=0):
+    return step_lib.init_state(model, tx, jax.random.PRNGKey(seed), (28, 28, 1))
+
+  def host_copy(tree):
+    return jax.tree.map(np.asarray, tree)
+
+  def epoch_program(train_step, state, batch_data, teacher_variables, hparams,
+                    num_members=0, num_steps=None):
+    """Compiles an on-device epoch; returns (run() -> None, compile seconds, state)."""
+    epoch = step_lib.make_epoch(train_step, mesh=mesh, batch_size=BATCH,
+                                steps_per_epoch=num_steps or steps, num_members=num_members)
+    start = time.perf_counter()
+    compiled = epoch.lower(state, batch_data, teacher_variables, hparams,
+                           jax.random.PRNGKey(0)).compile()
+    compile_seconds = time.perf_counter() - start
+    initial = host_copy(state)  # the epoch donates its state
+
+    def run():
+      out = compiled(jax.device_put(initial), batch_data, teacher_variables, hparams,
+                     jax.random.PRNGKey(1))
+      block(out)
+
+    run()  # warm-up
+    return run, compile_seconds
+
+  def add(section, name, seconds, examples, compile_seconds=None, **extra):
+    rows.append({'section': section, 'name': name, 'seconds': seconds,
+                 'examples_per_second': examples / seconds,
+                 'compile_seconds': compile_seconds, **extra})
+    print(f'  measured ({section}) {name}: {seconds:.3f}s', file=sys.stderr)
+
+  plain = {'temperature': jnp.float32(1.0), 'alpha': jnp.float32(0.0)}
+
+  # (a) plain matmul GFLOP/s: the machine's practical peak.
+  n = 1024 if quick else 2048
+  a = jax.device_put(rng.standard_normal((n, n), dtype=np.float32))
+  b = jax.device_put(rng.standard_normal((n, n), dtype=np.float32))
+  dot = jax.jit(jnp.dot).lower(a, b).compile()
+  block(dot(a, b))
+  dot_reps = 5
+  dot_seconds = _median_seconds(
+      lambda: block([dot(a, b) for _ in range(dot_reps)]), repeats) / dot_reps
+  dot_gflops = 2 * n**3 / dot_seconds / 1e9
+  add('a', f'jnp.dot {n}x{n} float32', dot_seconds, n, gflops_per_second=dot_gflops)
+
+  # (a) teacher train step, inside an on-device epoch.
+  teacher = mlp((1200, 1200), input_dropout=0.2, hidden_dropout=0.5)
+  teacher_tx = optax.adam(1e-3)
+  teacher_step = step_lib.make_train_step(model=teacher, tx=teacher_tx, mean=MEAN, std=STD,
+                                          max_shift=2, max_norm=4.0)
+  teacher_state = state_for(teacher, teacher_tx)
+  step_flops = step_lib.train_step_flops(teacher_step, teacher_state, data, None, plain,
+                                         batch_size=BATCH)
+  a_steps = min(steps, 100)
+  run, compile_seconds = epoch_program(teacher_step, teacher_state, data, None, plain,
+                                       num_steps=a_steps)
+  seconds = _median_seconds(run, repeats)
+  teacher_gflops = step_flops * a_steps / seconds / 1e9
+  add('a', '1200-1200 teacher train step', seconds / a_steps, BATCH, compile_seconds,
+      gflops_per_second=teacher_gflops, flops_per_step=step_flops)
+
+  # The teacher's variables (untrained: speed does not depend on the values).
+  teacher_variables = {'params': teacher_state.params}
+  teacher_predict = step_lib.make_predict(teacher, mesh=mesh, mean=MEAN, std=STD,
+                                          batch_size=500 if not quick else 256)
+  cached_data = dict(data, teacher_logits=block(teacher_predict(teacher_variables,
+                                                                data['images'])))
+  distill = {'temperature': jnp.float32(20.0), 'alpha': jnp.float32(1.0)}
+
+  # (b) 800-800 epoch: alone, teacher in the step, cached teacher logits.
+  student = mlp((800, 800))
+  student_tx = optax.adam(1e-3)
+  variants = {
+      'alone': (step_lib.make_train_step(model=student, tx=student_tx, mean=MEAN, std=STD),
+                data, None, plain),
+      'teacher in the step': (
+          step_lib.make_train_step(model=student, tx=student_tx, mean=MEAN, std=STD,
+                                   teacher_model=teacher),
+          data, teacher_variables, distill),
+      'cached teacher logits': (
+          step_lib.make_train_step(model=student, tx=student_tx, mean=MEAN, std=STD),
+          cached_data, None, distill),
+  }
+  b_seconds = {}
+  for name, (train_step, batch_data, tv, hp) in variants.items():
+    run, compile_seconds = epoch_program(train_step, state_for(student, student_tx),
+                                         batch_data, tv, hp)
+    b_seconds[name] = _median_seconds(run, repeats)
+    add('b', f'800-800 epoch, {name}', b_seconds[name], steps * BATCH, compile_seconds)
+
+  # (c) 30-30 students: one, a vectorised 3x3 grid, nine in a row.
+  small = mlp((30, 30))
+  small_tx = optax.adam(1e-3)
+  small_step = step_lib.make_train_step(model=small, tx=small_tx, mean=MEAN, std=STD)
+  run_one, compile_one = epoch_program(small_step, state_for(small, small_tx), cached_data,
+                                       None, distill)
+  one_seconds = _median_seconds(run_one, repeats)
+  add('c', '30-30 epoch, one student', one_seconds, steps * BATCH, compile_one)
+  grid = [(t, a_) for t in (1.0, 5.0, 10.0) for a_ in (0.1, 0.5, 0.9)]
+  grid_hparams = {'temperature': jnp.array([t for t, _ in grid], jnp.float32),
+                  'alpha': jnp.array([a_ for _, a_ in grid], jnp.float32)}
+  grid_state = jax.jit(jax.vmap(lambda s: state_for(small, small_tx, s)))(jnp.arange(9))
+  run_grid, compile_grid = epoch_program(small_step, grid_state, cached_data, None,
+                                         grid_hparams, num_members=9)
+  grid_seconds = _median_seconds(run_grid, repeats)
+  add('c', '30-30 epoch, 3x3 grid vectorised', grid_seconds, 9 * steps * BATCH, compile_grid)
+  # Nine sequential runs reuse one compiled program (the cheapest way to run them apart).
+  singles = []
+  for t, a_ in grid:
+    hp = {'temperature': jnp.float32(t), 'alpha': jnp.float32(a_)}
+    singles.append(epoch_program(small_step, state_for(small, small_tx), cached_data, None,
+                                 hp)[0])
+  seq_seconds = _median_seconds(lambda: [run() for run in singles], repeats)
+  add('c', '30-30 epoch, 3x3 grid as nine runs', seq_seconds, 9 * steps * BATCH)
+
+  # (d) the same 30-30 epoch fed from a host loop, one jitted step per batch.
+  host_step = jax.jit(small_step, donate_argnums=0)
+  host_data = {k: np.asarray(v) for k, v in cached_data.items()}
+  initial = host_copy(state_for(small, small_tx))
+  order_rng = np.random.default_rng(1)
+
+  def host_epoch():
+    state = jax.device_put(initial)
+    order = order_rng.permutation(num_examples)[:steps * BATCH].reshape(steps, BATCH)
+    for indices in order:
+      batch = {k: v[indices] for k, v in host_data.items()}
+      state, _ = host_step(state, batch, None, distill)
+    block(state)
+
+  start = time.perf_counter()
+  host_epoch()  # compiles the step
+  host_compile = time.perf_counter() - start
+  host_seconds = _median_seconds(host_epoch, repeats)
+  add('d', '30-30 epoch, host loop', host_seconds, steps * BATCH, host_compile)
+  add('d', '30-30 epoch, on-device', one_seconds, steps * BATCH, compile_one)
+
+  ratios = [
+      ('a', 'teacher step GFLOP/s / jnp.dot GFLOP/s', teacher_gflops / dot_gflops, '>= 0.75'),
+      ('b', 'cached-teacher epoch / student-alone epoch',
+       b_seconds['cached teacher logits'] / b_seconds['alone'], '<= 1.15'),
+      ('b', 'teacher-in-step epoch / student-alone epoch',
+       b_seconds['teacher in the step'] / b_seconds['alone'], '(none)'),
+      ('c', 'vectorised 3x3 grid / one student', grid_seconds / one_seconds, '<= 2'),
+      ('c', 'nine sequential runs / vectorised grid', seq_seconds / grid_seconds, '>= 4'),
+      ('d', 'host loop / on-device epoch', host_seconds / one_seconds, '>= 1.5'),
+  ]
+
+  def meets(value, target):
+    if target.startswith('>='):
+      return value >= float(target[2:])
+    if target.startswith('<='):
+      return value <= float(target[2:])
+    return None
+
+  peak = _peak_rss_mib()
+  devices = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
+  print(f'\nkdjax benchmark: {devices}, batch {BATCH}, {steps} steps per epoch'
+        f'{" (quick)" if quick else ""}, median of {repeats}\n')
+  print('| | program | seconds | examples/s | GFLOP/s | compile s |')
+  print('|---|---|---:|---:|---:|---:|')
+  for r in rows:
+    gflops = f'{r["gflops_per_second"]:.1f}' if 'gflops_per_second' in r else ''
+    comp = f'{r["compile_seconds"]:.2f}' if r['compile_seconds'] is not None else ''
+    print(f'| {r["section"]} | {r["name"]} | {r["seconds"]:.4f} | '
+          f'{r["examples_per_second"]:,.0f} | {gflops} | {comp} |')
+  print('\n| | ratio | measured | target | met |')
+  print('|---|---|---:|---|---|')
+  for section, name, value, target in ratios:
+    ok = meets(value, target)
+    print(f'| {section} | {name} | {value:.2f} | {target} | '
+          f'{"" if ok is None else ("yes" if ok else "NO")} |')
+  print(f'\npeak resident memory: {peak:,.0f} MiB')
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump({'devices': devices, 'quick': quick, 'repeats': repeats, 'rows': rows,
+                 'ratios': [{'section': s, 'name': n, 'value': v, 'target': t,
+                             'met': meets(v, t)} for s, n, v, t in ratios],
+                 'peak_rss_mib': peak}, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)
