@@ -19,6 +19,12 @@ def run_guarded(fn, *args, **kwargs):
   from kdjax.train.loop import Preempted
   # Library INFO logs (orbax's per-save lines) would drown the progress lines.
   logging.set_verbosity(logging.WARNING)
+  # A failed asynchronous write (full disk) is reported once, by kdjax; the
+  # same failure re-logged by asyncio at exit would bury that line.
+  import logging as std_logging
+  import warnings
+  std_logging.getLogger('asyncio').setLevel(std_logging.CRITICAL)
+  warnings.filterwarnings('ignore', message='coroutine .* was never awaited')
   try:
     return fn(*args, **kwargs)
   except KDError as e:
@@ -26,5 +32,8 @@ def run_guarded(fn, *args, **kwargs):
   except Preempted as e:
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(EXIT_PREEMPTED)
+  except OSError as e:  # the filesystem refused (full, read-only, gone): not a bug
+    where = f'{e.filename}: ' if e.filename else ''
+    fail(f'{where}{e.strerror or e}')
   except KeyboardInterrupt:
     fail('interrupted', 130)

@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
   import_parser = commands.add_parser(
       'import', help='build datasets offline from local copies')
   import_parser.add_argument('names', nargs='+', metavar='NAME')
+  import_parser.add_argument(
+      '--source', default=None,
+      help='the local copy to import from, for a single NAME: the MNIST pickle '
+      '(mnist.pkl.gz) or the Fashion-MNIST IDX folder (default: the installed copy)')
   list_parser = commands.add_parser(
       'list', help='show datasets, whether prepared, whether importable')
   for subparser in (import_parser, list_parser):
@@ -57,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
       # Check every name first so a typo fails before a long import starts.
       for name in args.names:
         catalog.get_info(name)
+      if args.source and len(args.names) != 1:
+        raise KDError('--source names the local copy of one dataset; import one NAME at a time')
       for name in args.names:
-        print(import_dataset(name, data_dir=data_dir), flush=True)
+        print(import_dataset(name, data_dir=data_dir, source=args.source), flush=True)
   except KDError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -7,10 +7,14 @@ where it stopped. Writes are atomic (orbax finalises a step directory only
 once it is complete), and at most `keep` are kept.
 """
 
+import contextlib
+import io
 import os
+import re
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from kdjax.errors import WorkdirError
 
@@ -29,10 +33,28 @@ class Checkpoints:
     return self._manager.latest_step()
 
   def save(self, epoch: int, state, meta: dict) -> None:
-    """Saves and waits until the checkpoint is on disk."""
-    self._manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    """Saves and waits until the checkpoint is on disk.
+
+    Raises:
+      WorkdirError: the write failed (disk full, quota, I/O error). The
+        unfinished checkpoint is never finalised, so the previous one stays
+        the latest and a rerun resumes from it.
+    """
+    try:
+      # A failed write is reported below in one line; orbax's own error logs
+      # (with its writer threads' tracebacks) would only repeat it.
+      with _absl_verbosity(logging.FATAL), contextlib.redirect_stderr(io.StringIO()):
+        self._manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
+    except Exception as e:  # orbax wraps OSErrors from its writer threads
+      previous = [s for s in self._manager.all_steps() if s != epoch]
+      kept = (f'the checkpoint of epoch {max(previous)} is intact' if previous
+              else 'no earlier checkpoint exists')
+      raise WorkdirError(
+          f'could not write the checkpoint of epoch {epoch} in {self.directory} '
+          f'({_reason(e)}); {kept}; free some space and rerun the same command to resume'
+      ) from None
 
   def restore(self, epoch: int, abstract_state):
     """Returns `(state, meta)` saved at `epoch`, laid out like `abstract_state`."""
@@ -43,6 +65,31 @@ class Checkpoints:
 
   def close(self):
     self._manager.close()
+
+
+@contextlib.contextmanager
+def _absl_verbosity(level):
+  previous = logging.get_verbosity()
+  logging.set_verbosity(level)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(previous)
+
+
+def _reason(error: BaseException) -> str:
+  """The OS-level cause of `error` in a few words, e.g. 'No space left on device'."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError) and seen.strerror:
+      return seen.strerror
+    # tensorstore reports OS errors inside its message: '...: File too large [os_error_code=27]'
+    found = re.search(r':\s*([^:\[]+?)\s*\[os_error_code', str(seen))
+    if found:
+      return found.group(1)
+    seen = seen.__cause__ or seen.__context__
+  text = str(error).splitlines()[0] if str(error) else ''
+  return f'{type(error).__name__}: {text[:200]}'.rstrip(': ')
 
 
 def restore_variables(workdir: str, epoch: int, abstract_state):

@@ -7,12 +7,14 @@ config → dataset on device → student (and teacher logits, cached or inline)
 import os
 import shutil
 import signal
+import tempfile
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from clu import metric_writers
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -55,8 +57,11 @@ def _prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> dict |
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise WorkdirError(f'workdir {workdir} cannot be created: {e.strerror}') from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise WorkdirError(f'workdir {workdir} is not writable')
+  try:  # os.access says yes to root even on read-only mounts: really write
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-probe-'):
+      pass
+  except OSError as e:
+    raise WorkdirError(f'workdir {workdir} is not writable: {e.strerror}') from None
   config_path = os.path.join(workdir, CONFIG_FILE)
   results_path = os.path.join(workdir, RESULTS_FILE)
   if os.path.exists(config_path):
@@ -369,8 +374,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise Preempted(f'SIGTERM: saved the checkpoint of epoch {epoch} in '
                         f'{checkpoints.directory}; rerun the same command to resume')
   finally:
-    writer.flush()
-    checkpoints.close()
+    # Cleanup must not hide the error that ended the loop (e.g. a full disk
+    # also fails the summary flush), so its own failures are only logged.
+    for cleanup in (writer.flush, checkpoints.close):
+      try:
+        cleanup()
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('cleanup %s failed: %s', cleanup.__qualname__, e)
     if previous_handler is not None:
       signal.signal(signal.SIGTERM, previous_handler)
 
@@ -412,6 +422,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         'test_errors': int((~test_correct).sum()),
         'best_test_accuracy': max(h['test_accuracy'] for h in evaluated),
         'per_class_accuracy': [float(test_correct[labels == k].mean())
+                               if np.any(labels == k) else None  # class absent from test
                                for k in range(dataset.num_classes)],
         'per_class_errors': [int((~test_correct[labels == k]).sum())
                              for k in range(dataset.num_classes)],
