@@ -34,6 +34,9 @@ def default() -> ml_collections.ConfigDict:
   # The transfer set: train examples of these classes are dropped / kept.
   c.omit_classes = ()
   c.keep_classes = ()
+  # Train on a seeded random subset of this many examples (after the class
+  # filters; 0 = all): small transfer sets, learning curves, quick checks.
+  c.train_examples = 0
 
   c.augment = ml_collections.ConfigDict()
   c.augment.max_shift = 0  # random translation ("jitter") / pad-and-crop, in pixels
@@ -155,6 +158,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _fail('schedule.decay_rate', c.schedule.decay_rate, 'must be in (0, 1]')
   if c.augment.max_shift < 0:
     _fail('augment.max_shift', c.augment.max_shift, 'must be >= 0')
+  if isinstance(c.train_examples, bool) or not isinstance(c.train_examples, int) or (
+      c.train_examples < 0):
+    _fail('train_examples', c.train_examples, 'must be a whole number >= 0 (0 = all)')
   if set(c.omit_classes) and set(c.keep_classes):
     _fail('keep_classes', c.keep_classes, 'cannot be combined with omit_classes')
   if c.teacher.cache not in TEACHER_CACHE:
@@ -242,7 +248,11 @@ def from_json_dict(d: dict) -> ml_collections.ConfigDict:
   """Rebuilds a config saved by `to_json_dict`, on top of today's defaults."""
   c = default()
   c.unlock()
+  d = dict(d)
+  model = d.pop('model', None)
   c.update(ml_collections.ConfigDict(d))
+  if model is not None:  # the model's options are its own: no defaults merged in
+    c.model = ml_collections.ConfigDict(model)
   c.lock()
   return c
 

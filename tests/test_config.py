@@ -48,3 +48,12 @@ def test_distillation_sweeps_need_a_teacher():
   c.sweep.kind = ('kl', 'cosine')
   with pytest.raises(ConfigError, match='needs teacher.workdir'):
     config_lib.validate(c)
+
+
+def test_saved_config_round_trips_with_the_model_options_it_had():
+  import ml_collections
+  c = config_lib.default()
+  c.model = ml_collections.ConfigDict({'name': 'resnet8', 'dtype': 'float32'})
+  back = config_lib.from_json_dict(config_lib.to_json_dict(c))
+  assert back.model.to_dict() == {'name': 'resnet8', 'dtype': 'float32'}
+  assert config_lib.to_json_dict(back) == config_lib.to_json_dict(c)

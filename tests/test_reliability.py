@@ -181,3 +181,14 @@ def test_teacher_with_other_classes_or_input_shape_is_refused(mnist_data_dir, tm
     student.teacher.workdir = teacher
     with pytest.raises(ConfigError, match=message):
       train.train_and_evaluate(student, str(tmp_path / f'student_{dataset}'))
+
+
+def test_batch_size_not_divisible_by_the_devices(mnist_data_dir, tmp_path):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-m', 'kdjax.main', *SMALL, f'--workdir={tmp_path}/run',
+                        '--config.batch_size=30', f'--config.data_dir={mnist_data_dir}'],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  line = _one_error_line(out)
+  assert 'batch_size=30' in line and '4 devices' in line and 'multiple of 4' in line, line
+  assert not os.path.exists(f'{tmp_path}/run/checkpoints')

@@ -86,12 +86,20 @@ def _prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> dict |
 
 
 def _filter_classes(split: data_lib.Split, config) -> data_lib.Split:
+  """The training examples the config asks for: class filters, then the subset."""
   keep = np.ones(len(split.labels), bool)
   if len(config.omit_classes):
     keep &= ~np.isin(split.labels, list(config.omit_classes))
   if len(config.keep_classes):
     keep &= np.isin(split.labels, list(config.keep_classes))
-  return data_lib.Split(images=split.images[keep], labels=split.labels[keep])
+  indices = np.flatnonzero(keep)
+  if config.train_examples:
+    if config.train_examples > len(indices):
+      raise ConfigError(f'config.train_examples={config.train_examples} exceeds the '
+                        f'{len(indices)} training examples available')
+    chosen = np.random.default_rng(config.data_seed).permutation(len(indices))
+    indices = np.sort(indices[chosen[:config.train_examples]])
+  return data_lib.Split(images=split.images[indices], labels=split.labels[indices])
 
 
 def _model_options(model_config: ml_collections.ConfigDict) -> dict:
