@@ -28,6 +28,9 @@ EPOCHS = flags.DEFINE_integer('epochs', 0, "Epochs per run (0: the preset's).")
 TRAIN_EXAMPLES = flags.DEFINE_integer(
     'train_examples', -1, "Training examples per run (0: all, -1: the preset's).")
 DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir ("" = default).')
+TEMPERATURE = flags.DEFINE_float('temperature', 4.0,
+                                 'Distillation temperature (launchers without a T grid).')
+ALPHA = flags.DEFINE_float('alpha', 0.9, 'Weight of the soft term (launchers without a grid).')
 
 QUICK_EXAMPLES = 64
 QUICK_BATCH = 32
@@ -103,17 +106,22 @@ class Stages:
     return result
 
   def alone(self, name: str, model: str, *, seeds: int | None = None,
-            epochs: int | None = None) -> dict:
+            epochs: int | None = None, seed: int = 0) -> dict:
     """`model` trained on the labels, once per seed (one vectorised program)."""
     c = self.setup.config(model, epochs=epochs)
+    c.seed = seed
     c.sweep.seed = _seed_axis(self.setup.seeds if seeds is None else seeds)
     return self.run(name, c)
 
   def distill(self, name: str, model: str, teacher: str, *, temperatures: Sequence[float],
               alphas: Sequence[float], kinds: Sequence[str] = ('kl',),
-              seeds: int | None = None, epochs: int | None = None) -> dict:
-    """`model` taught by the run in `teacher` (a path), over T × alpha × kind × seed."""
+              seeds: int | None = None, epochs: int | None = None, seed: int = 0) -> dict:
+    """`model` taught by the run in `teacher` (a path), over T × alpha × kind × seed.
+
+    With one seed, the run uses `seed` (e.g. the chain it belongs to).
+    """
     c = self.setup.config(model, epochs=epochs)
+    c.seed = seed
     c.teacher.workdir = teacher
     c.distill.temperature, c.distill.alpha, c.distill.kind = (
         float(temperatures[0]), float(alphas[0]), kinds[0])

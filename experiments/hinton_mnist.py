@@ -32,6 +32,8 @@ _QUICK = flags.DEFINE_bool('quick', False, 'A few epochs and a small grid: minut
 _SEEDS = flags.DEFINE_integer('seeds', 1, 'Seeds per student configuration (mean ± std).')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir ("" = default).')
 _OMIT = flags.DEFINE_integer('omit', 3, 'The digit left out of the transfer set.')
+_TRAIN_EXAMPLES = flags.DEFINE_integer(
+    'train_examples', 0, 'Train every stage on a random subset of this many images (0 = all).')
 
 PAPER = {  # Hinton et al. 2015 §3 and the seeds, as test errors / accuracy.
     'teacher': '67 errors (paper); 99.37% (seed 001)',
@@ -51,6 +53,7 @@ def _base(name: str) -> ml_collections.ConfigDict:
   module = __import__(f'configs.{name}', fromlist=['get_config'])
   config = module.get_config()
   config.data_dir = _DATA_DIR.value
+  config.train_examples = _TRAIN_EXAMPLES.value
   return config
 
 
@@ -198,6 +201,8 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
     raise KDError(f'--seeds={seeds} must be >= 1')
   if not 0 <= omit <= 9:
     raise KDError(f'--omit={omit} must be a digit 0-9')
+  if _TRAIN_EXAMPLES.value < 0:
+    raise KDError(f'--train_examples={_TRAIN_EXAMPLES.value} must be >= 0 (0 = all)')
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   results = {}
@@ -271,7 +276,8 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
   grids = {}
   md = [f'# Hinton et al. (2015) on MNIST{" (quick)" if quick else ""}\n',
         f'Command: `python -m experiments.hinton_mnist --workdir={workdir}'
-        f'{" --quick" if quick else ""}{f" --seeds={seeds}" if seeds > 1 else ""}`; '
+        f'{" --quick" if quick else ""}{f" --seeds={seeds}" if seeds > 1 else ""}'
+        f'{f" --train_examples={_TRAIN_EXAMPLES.value}" if _TRAIN_EXAMPLES.value else ""}`; '
         f'wall time of the stages run now: {wall_seconds / 60:.1f} min; '
         f'{seeds} seed(s) per student.\n',
         report.markdown_table(['model', 'test errors', 'accuracy', f'errors on {omit}s',

@@ -94,10 +94,11 @@ def _reason(error: BaseException) -> str:
 
 def restore_variables(workdir: str, epoch: int, abstract_state):
   """Reads params and model state of another run (a teacher) without changing it."""
-  manager = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False),
-      item_names=('state', 'meta'))
+  with _absl_verbosity(logging.ERROR):  # orbax warns that read-only is read-only
+    manager = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), 'checkpoints'),
+        options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+        item_names=('state', 'meta'))
   try:
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     restored = manager.restore(epoch, args=ocp.args.Composite(

@@ -65,7 +65,8 @@ def _prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> dict |
   config_path = os.path.join(workdir, CONFIG_FILE)
   results_path = os.path.join(workdir, RESULTS_FILE)
   if os.path.exists(config_path):
-    saved = report.read_json(config_path)
+    # Fields added to kdjax since that run was saved take their defaults.
+    saved = config_lib.to_json_dict(config_lib.from_json_dict(report.read_json(config_path)))
     changed = config_lib.differing_fields(saved, config_dict)
     if changed and not overwrite:
       raise WorkdirError(
@@ -218,7 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return step_lib.init_state(model, tx, jax.random.PRNGKey(seed), dataset.image_shape)
 
   if members:
-    state = jax.jit(jax.vmap(init))(jnp.array([m['seed'] for m in members]))
+    state = step_lib.init_fast(jax.vmap(init), jnp.array([m['seed'] for m in members]))
     hparams = {'temperature': np.array([m['temperature'] for m in members], np.float32),
                'alpha': np.array([m['alpha'] for m in members], np.float32)}
     if len(config.sweep.learning_rate):
@@ -230,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       hparams['kind'] = np.array([losses.SOFT_LOSS_KINDS.index(m['kind']) for m in members],
                                  np.int32)
   else:
-    state = init(config.seed)
+    state = step_lib.init_fast(init, jnp.int32(config.seed))
     hparams = {'temperature': np.float32(config.distill.temperature),
                'alpha': np.float32(config_lib.alpha(config))}
   num_params = models.count_params(_member_slice(state.params, 0 if members else None))

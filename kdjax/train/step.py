@@ -54,6 +54,20 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Arra
                     model_state=model_state, opt_state=tx.init(params), rng=state_rng)
 
 
+def init_fast(init_fn: Callable, *args):
+  """Runs a one-off initialisation program, compiled for compile speed.
+
+  Parameter initialisers (threefry random bits for every weight) compile
+  slowly at XLA's default optimisation level on CPU (seconds for a small
+  conv net) while running in milliseconds either way, so on CPU the
+  backend's optimisations are turned off for this program.
+  """
+  lowered = jax.jit(init_fn).lower(*args)
+  options = ({'xla_backend_optimization_level': 0}
+             if jax.default_backend() == 'cpu' else None)
+  return lowered.compile(compiler_options=options)(*args)
+
+
 def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                     mean, std, max_shift: int = 0, flip: bool = False,
                     teacher_model: nn.Module | None = None, soft_kind: str | None = 'kl',
