@@ -144,18 +144,8 @@ def _seed_axis(seeds: int) -> tuple:
   return tuple(range(seeds)) if seeds > 1 else ()
 
 
-def members(result: dict) -> list[dict]:
-  """One row per trained model: the members of a sweep, or the run itself."""
-  if 'members' in result:
-    return result['members']
-  return [dict(result, workdir=result.get('workdir', ''))]
-
-
-def group(rows: list[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
-  out = {}
-  for row in rows:
-    out.setdefault(tuple(row.get(k) for k in keys), []).append(row)
-  return out
+members = report.members
+group = report.group
 
 
 def accuracy_text(rows: list[dict], field: str = 'test_accuracy') -> str:

@@ -1,7 +1,8 @@
-r"""Distillation between different architectures, in both directions (seed 002: VGG-13 ↔ ResNet-18).
+r"""Distillation between architectures, both ways (seed 002: VGG-13 ↔ ResNet-18).
 
   python -m experiments.heterogeneous_kd --preset=seed002 --workdir=runs/hetero_seed002
-  python -m experiments.heterogeneous_kd --preset=cpu --dataset=fashion_mnist --workdir=runs/hetero_fmnist
+  python -m experiments.heterogeneous_kd --preset=cpu --dataset=fashion_mnist \
+      --workdir=runs/hetero_fmnist
 
 Stages: `<A>_alone`, `<B>_alone` (one run per seed, vectorised), then
 `<A>_from_<B>` and `<B>_from_<A>`, each student taught by the other family's

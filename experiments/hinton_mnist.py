@@ -104,20 +104,6 @@ def _stages(quick: bool, seeds: int, omit: int):
   return stages
 
 
-def _members(results: dict) -> list[dict]:
-  """One row per trained model: the members of a sweep, or the run itself."""
-  if 'members' in results:
-    return results['members']
-  return [dict(results, workdir=results.get('workdir', ''))]
-
-
-def _group(rows, keys=('temperature', 'alpha')):
-  groups = {}
-  for row in rows:
-    groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
-  return groups
-
-
 def _fmt(values, scale=1.0, digits=0, suffix=''):
   mean, std = analysis.mean_std([scale * v for v in values])
   text = f'{mean:.{digits}f}{suffix}'
@@ -127,7 +113,7 @@ def _fmt(values, scale=1.0, digits=0, suffix=''):
 def _omit_bias_rows(results: dict, omit: int, labels_test, labels_val) -> list[dict]:
   """The distilled omitted-digit student with its class bias raised."""
   rows = []
-  for member in _members(results):
+  for member in report.members(results):
     logits = np.load(os.path.join(member['workdir'], 'logits.npz'))
     chosen = analysis.choose_bias(logits['validation'], labels_val, omit)
     for name, delta in (('paper +3.5', 3.5), (f'validation-chosen', chosen)):
@@ -142,12 +128,12 @@ def _omit_bias_rows(results: dict, omit: int, labels_test, labels_val) -> list[d
 
 def _plots(workdir, results, omit, labels_test):
   import matplotlib.pyplot as plt
-  distill_rows = _group(_members(results['distill_T']))
+  distill_rows = report.group(report.members(results['distill_T']))
   temps = sorted(k[0] for k in distill_rows)
   errs = [np.mean([r['test_errors'] for r in distill_rows[(t, 1.0)]]) for t in temps]
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ax.plot(temps, errs, marker='o', label='800-800 distilled')
-  alone = np.mean([r['test_errors'] for r in _members(results['student'])])
+  alone = np.mean([r['test_errors'] for r in report.members(results['student'])])
   ax.axhline(alone, color='gray', ls='--', label='800-800 alone')
   ax.set_xscale('log')
   ax.set_xlabel('temperature T')
@@ -158,7 +144,7 @@ def _plots(workdir, results, omit, labels_test):
   plt.close(fig)
 
   for width in (30, 300):
-    groups = _group(_members(results[f'grid_{width}']))
+    groups = report.group(report.members(results[f'grid_{width}']))
     ts = sorted({k[0] for k in groups})
     alphas = sorted({k[1] for k in groups})
     grid = np.array([[100 * np.mean([r['test_accuracy'] for r in groups[(t, a)]])
@@ -181,7 +167,8 @@ def _plots(workdir, results, omit, labels_test):
   counts = np.bincount(labels_test, minlength=10)
   fig, ax = plt.subplots(figsize=(6, 3.5))
   for offset, stage in ((-0.2, 'omit_alone'), (0.2, 'omit_distill')):
-    per_class = 1 - np.mean([r['per_class_errors'] for r in _members(results[stage])], 0) / counts
+    per_class_errors = [r['per_class_errors'] for r in report.members(results[stage])]
+    per_class = 1 - np.mean(per_class_errors, 0) / counts
     ax.bar(np.arange(10) + offset, 100 * per_class, width=0.4, label=stage)
   ax.set_xticks(range(10))
   ax.set_xlabel(f'digit (omitted: {omit})')
@@ -234,25 +221,25 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
                  _fmt(omitted_errors) + f' / {num_omitted}' if omitted else '',
                  paper, f'`{stage}`']})
 
-  row('teacher 1200-1200', 'teacher', _members(results['teacher']), PAPER['teacher'])
-  row('800-800 alone', 'student', _members(results['student']), PAPER['student'])
-  distill = _group(_members(results['distill_T']))
+  row('teacher 1200-1200', 'teacher', report.members(results['teacher']), PAPER['teacher'])
+  row('800-800 alone', 'student', report.members(results['student']), PAPER['student'])
+  distill = report.group(report.members(results['distill_T']))
   t20 = distill.get((20.0, 1.0))
   if t20:
     row('800-800 distilled, T=20, soft only', 'distill_T', t20, PAPER['distill_T20'])
   row('800-800 distilled, T=20, alpha=0.9', 'distill_mixed',
-      _members(results['distill_mixed']), '')
+      report.members(results['distill_mixed']), '')
   for width in (30, 300):
     row(f'{width}-{width} alone', f'grid_{width}_alone',
-        _members(results[f'grid_{width}_alone']), PAPER[f'grid_{width}_alone'])
-    groups = _group(_members(results[f'grid_{width}']))
+        report.members(results[f'grid_{width}_alone']), PAPER[f'grid_{width}_alone'])
+    groups = report.group(report.members(results[f'grid_{width}']))
     best_key = max(groups, key=lambda k: np.mean([r['test_accuracy'] for r in groups[k]]))
     row(f'{width}-{width} distilled, best of grid (T={best_key[0]:g}, '
         f'alpha={best_key[1]:g})', f'grid_{width}', groups[best_key],
         PAPER[f'grid_{width}_best'])
-  row(f'800-800 alone, no {omit}s', 'omit_alone', _members(results['omit_alone']),
+  row(f'800-800 alone, no {omit}s', 'omit_alone', report.members(results['omit_alone']),
       PAPER['omit_alone'], omitted=True)
-  row(f'800-800 distilled, no {omit}s', 'omit_distill', _members(results['omit_distill']),
+  row(f'800-800 distilled, no {omit}s', 'omit_distill', report.members(results['omit_distill']),
       PAPER['omit_distill'], omitted=True)
   bias_rows = _omit_bias_rows(results['omit_distill'], omit, labels_test, labels_val)
   for variant in ('paper +3.5', 'validation-chosen'):
@@ -289,13 +276,14 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
       [[f'{k[0]:g}', _fmt([r['test_errors'] for r in v]),
         _fmt([r['test_accuracy'] for r in v], 100, 2, '%')] for k, v in sorted(distill.items())]))
   for width in (30, 300):
-    groups = _group(_members(results[f'grid_{width}']))
+    groups = report.group(report.members(results[f'grid_{width}']))
     ts = sorted({k[0] for k in groups})
     alphas = sorted({k[1] for k in groups})
     grids[f'{width}'] = {f'T={t:g},alpha={a:g}': float(np.mean(
         [r['test_accuracy'] for r in groups[(t, a)]])) for t in ts for a in alphas}
+    alone = [r['test_accuracy'] for r in report.members(results[f'grid_{width}_alone'])]
     md.append(f'\n## {width}-{width} students: test accuracy, T × alpha '
-              f'(alone: {_fmt([r["test_accuracy"] for r in _members(results[f"grid_{width}_alone"])], 100, 2, "%")})\n')
+              f'(alone: {_fmt(alone, 100, 2, "%")})\n')
     md.append(report.markdown_table(
         ['alpha \\ T'] + [f'{t:g}' for t in ts],
         [[f'{a:g}'] + [_fmt([r['test_accuracy'] for r in groups[(t, a)]], 100, 2, '%')

@@ -2,7 +2,8 @@ r"""Reversed distillation: a smaller, weaker teacher teaches a larger student (s
 
   python -m experiments.reversed_kd --preset=seed000 --workdir=runs/reversed_seed000
   python -m experiments.reversed_kd --preset=seed002 --workdir=runs/reversed_seed002
-  python -m experiments.reversed_kd --preset=cpu --dataset=fashion_mnist --workdir=runs/reversed_fmnist
+  python -m experiments.reversed_kd --preset=cpu --dataset=fashion_mnist \
+      --workdir=runs/reversed_fmnist
 
 Stages: `teacher` (the small net), `student_alone` and `student_kd` (the
 large net on the labels alone, and with the small net's soft targets mixed

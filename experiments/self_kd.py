@@ -47,7 +47,8 @@ def body(stages: common.Stages, preset: dict) -> str:
     for s in range(seeds):
       teacher = chains[s][k - 1]['workdir']
       stage = stages.distill(f'gen{k}_seed{s}', model, teacher,
-                             temperatures=(common.TEMPERATURE.value,), alphas=(common.ALPHA.value,),
+                             temperatures=(common.TEMPERATURE.value,),
+                             alphas=(common.ALPHA.value,),
                              seeds=1, seed=s)
       chains[s].append(common.members(stage)[0])
   base = common.mean_accuracy(gen0)

@@ -1,7 +1,9 @@
 r"""Which soft loss, at which temperature: KL vs MSE vs cosine × T (seed 000).
 
-  python -m experiments.soft_loss_study --preset=seed000 --workdir=runs/soft_loss_seed000
-  python -m experiments.soft_loss_study --preset=cpu --dataset=fashion_mnist --workdir=runs/soft_loss_fmnist
+  python -m experiments.soft_loss_study --preset=seed000 \
+      --workdir=runs/soft_loss_seed000
+  python -m experiments.soft_loss_study --preset=cpu --dataset=fashion_mnist \
+      --workdir=runs/soft_loss_fmnist
 
 Stages: `teacher`, `student_alone` (one run per seed) and `student_kd`: the
 whole kind × temperature × seed grid as ONE vectorised program (the kind is a

@@ -25,6 +25,21 @@ def read_json(path: str):
     return json.load(f)
 
 
+def members(results: dict) -> list[dict]:
+  """One row per trained model in a run's results: a sweep's members, or the run itself."""
+  if 'members' in results:
+    return results['members']
+  return [dict(results, workdir=results.get('workdir', ''))]
+
+
+def group(rows: list[dict], keys=('temperature', 'alpha')) -> dict[tuple, list[dict]]:
+  """Rows by the values of `keys` (e.g. the seeds of each grid point together)."""
+  out = {}
+  for row in rows:
+    out.setdefault(tuple(row.get(k) for k in keys), []).append(row)
+  return out
+
+
 def plot_curves(history: list[dict], path: str, title: str = '') -> None:
   """Train loss and accuracies against epochs, side by side."""
   epochs = [h['epoch'] for h in history]

@@ -114,7 +114,8 @@ def check_teacher_workdir(workdir: str) -> None:
   if not os.path.isdir(workdir):
     raise WorkdirError(f'config.teacher.workdir={workdir} does not exist; train the teacher first')
   if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-    raise WorkdirError(f'config.teacher.workdir={workdir} holds no kdjax run ({CONFIG_FILE} missing)')
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds no kdjax run '
+                       f'({CONFIG_FILE} missing)')
   if not os.path.exists(os.path.join(workdir, RESULTS_FILE)):
     raise WorkdirError(f'config.teacher.workdir={workdir} holds an unfinished run; '
                        'finish the teacher first (rerun its command)')
@@ -242,7 +243,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.teacher.workdir:
     teacher_model, teacher_variables, teacher_results = load_teacher(config, dataset)
     augmented = config.augment.max_shift > 0 or config.augment.flip
-    cache_teacher = (not augmented) if config.teacher.cache == 'auto' else bool(config.teacher.cache)
+    cache = config.teacher.cache
+    cache_teacher = (not augmented) if cache == 'auto' else bool(cache)
   train_data = _replicated(mesh, train_data)
   state = _replicated(mesh, state)
   hparams = _replicated(mesh, hparams)
@@ -264,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       model=model, tx=tx, mean=dataset.mean, std=dataset.std,
       max_shift=config.augment.max_shift, flip=config.augment.flip,
       teacher_model=None if cache_teacher else teacher_model,
-      soft_kind=None if len(config.sweep.kind) else config.distill.kind, max_norm=config.optimizer.max_norm)
+      soft_kind=None if len(config.sweep.kind) else config.distill.kind,
+      max_norm=config.optimizer.max_norm)
   epoch_fn = step_lib.make_epoch(train_step, mesh=mesh, batch_size=config.batch_size,
                                  steps_per_epoch=steps_per_epoch, num_members=num_members)
   data_rng = jax.random.PRNGKey(config.data_seed)
