@@ -126,6 +126,43 @@ def _omit_bias_rows(results: dict, omit: int, labels_test, labels_val) -> list[d
   return rows
 
 
+def _targets(table, results, bias_rows, omit, num_omitted, wall_minutes: float) -> list[dict]:
+  """The full run's targets, each with what was measured and by how much it is missed."""
+  by_model = {row['model']: row for row in table}
+  out = []
+
+  def add(target, measured, met, short_by=''):
+    out.append({'target': target, 'measured': measured, 'met': bool(met),
+                'short_by': '' if met else short_by})
+
+  teacher = by_model['teacher 1200-1200']['test_errors']
+  add('teacher <= 80 test errors', f'{teacher:.0f} errors', teacher <= 80,
+      f'{teacher - 80:.0f} errors')
+  alone = by_model['800-800 alone']['test_errors']
+  for name in ('800-800 distilled, T=20, soft only', '800-800 distilled, T=20, alpha=0.9'):
+    if name not in by_model:
+      continue
+    errors = by_model[name]['test_errors']
+    fewer = 1 - errors / alone
+    short = name.replace('800-800 distilled, ', '800-800 distilled ')
+    add(f'{short}: <= 95 errors', f'{errors:.0f} errors', errors <= 95,
+        f'{errors - 95:.0f} errors')
+    add(f'{short}: >= 30% fewer errors than alone ({alone:.0f})',
+        f'{100 * fewer:.1f}% fewer', fewer >= 0.3, f'{100 * (0.3 - fewer):.1f} points')
+  chosen = [r for r in bias_rows if r['variant'] == 'validation-chosen']
+  on_omitted = float(np.mean([r['omitted_accuracy'] for r in chosen]))
+  add(f'no-{omit}s student, validation-chosen bias: >= 95% of the {num_omitted} {omit}s right',
+      f'{100 * on_omitted:.1f}%', on_omitted >= 0.95, f'{100 * (0.95 - on_omitted):.1f} points')
+  best = max(by_model[m]['test_accuracy'] for m in by_model
+             if m.startswith('30-30 distilled'))
+  base = by_model['30-30 alone']['test_accuracy']
+  add('30-30: best distilled beats alone', f'{100 * best:.2f}% vs {100 * base:.2f}%', best > base,
+      f'{100 * (base - best):.2f} points')
+  add('whole experiment <= 60 min', f'{wall_minutes:.1f} min (sum over stages)',
+      wall_minutes <= 60, f'{wall_minutes - 60:.1f} min')
+  return out
+
+
 def _plots(workdir, results, omit, labels_test):
   import matplotlib.pyplot as plt
   distill_rows = report.group(report.members(results['distill_T']))
@@ -193,11 +230,24 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   results = {}
+  # Wall seconds per stage, kept across invocations, so the report's total
+  # covers stages that an earlier invocation ran.
+  times_path = os.path.join(workdir, 'stage_seconds.json')
+  stage_seconds = report.read_json(times_path) if os.path.exists(times_path) else {}
   for name, config in _stages(quick, seeds, omit):
     if config.teacher.workdir:
       config.teacher.workdir = os.path.join(workdir, config.teacher.workdir)
     print(f'== stage {name} ==', flush=True)
-    results[name] = train.train_and_evaluate(config, os.path.join(workdir, name))
+    stage_dir = os.path.join(workdir, name)
+    already_done = os.path.exists(os.path.join(stage_dir, 'results.json'))
+    stage_start = time.perf_counter()
+    results[name] = train.train_and_evaluate(config, stage_dir)
+    if not already_done:
+      stage_seconds[name] = time.perf_counter() - stage_start
+    elif name not in stage_seconds:  # finished before wall times were kept
+      stage_seconds[name] = (results[name].get('train_seconds', 0)
+                             + results[name].get('compile_seconds', 0))
+    report.write_json(times_path, stage_seconds)
     results[name]['workdir'] = os.path.join(workdir, name)
   wall_seconds = time.perf_counter() - start
 
@@ -260,12 +310,15 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
                  PAPER['omit_bias_paper'] if variant.startswith('paper') else '',
                  '`omit_distill`']})
 
+  stage_minutes = sum(stage_seconds.get(name, 0) for name in results) / 60
+  targets = _targets(table, results, bias_rows, omit, num_omitted, stage_minutes)
   grids = {}
   md = [f'# Hinton et al. (2015) on MNIST{" (quick)" if quick else ""}\n',
         f'Command: `python -m experiments.hinton_mnist --workdir={workdir}'
         f'{" --quick" if quick else ""}{f" --seeds={seeds}" if seeds > 1 else ""}'
         f'{f" --train_examples={_TRAIN_EXAMPLES.value}" if _TRAIN_EXAMPLES.value else ""}`; '
-        f'wall time of the stages run now: {wall_seconds / 60:.1f} min; '
+        f'wall time of the stages run now: {wall_seconds / 60:.1f} min '
+        f'(all stages, including those run before: {stage_minutes:.1f} min); '
         f'{seeds} seed(s) per student.\n',
         report.markdown_table(['model', 'test errors', 'accuracy', f'errors on {omit}s',
                                'paper / seeds', 'sub-workdir'],
@@ -288,13 +341,19 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
         ['alpha \\ T'] + [f'{t:g}' for t in ts],
         [[f'{a:g}'] + [_fmt([r['test_accuracy'] for r in groups[(t, a)]], 100, 2, '%')
                        for t in ts] for a in alphas]))
+  md.append(f'\n## Targets of the full run{" (this is a quick run)" if quick else ""}\n')
+  md.append(report.markdown_table(
+      ['target', 'measured', 'met', 'short by'],
+      [[t['target'], t['measured'], 'yes' if t['met'] else 'NO', t['short_by']]
+       for t in targets]))
   md.append('\nFigures: `errors_vs_temperature.png`, `grid_30.png`, `grid_300.png`, '
             '`omitted_digit_per_class.png`.\n')
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write('\n'.join(md))
   out = {'quick': quick, 'seeds': seeds, 'omitted_digit': omit, 'wall_seconds': wall_seconds,
          'rows': [{k: v for k, v in r.items() if k != 'text'} for r in table],
-         'grids': grids, 'bias_adjustment': bias_rows}
+         'grids': grids, 'bias_adjustment': bias_rows, 'targets': targets,
+         'stage_minutes': stage_minutes}
   report.write_json(os.path.join(workdir, 'report.json'), out)
   _plots(workdir, results, omit, labels_test)
   print('\n'.join(md), flush=True)
