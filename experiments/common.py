@@ -60,6 +60,7 @@ class Setup:
   train_examples: int = 0
   validation_fraction: float = 0.0
   batch_size: int = 128
+  model_options: dict = dataclasses.field(default_factory=dict)  # per model name
   quick: bool = False
   data_dir: str = ''
 
@@ -69,6 +70,7 @@ class Setup:
     c.dataset = self.dataset
     c.data_dir = self.data_dir
     c.model.name = model
+    c.model.update(self.model_options.get(model, {}))
     c.num_epochs = epochs or self.epochs
     c.eval_every = max(1, c.num_epochs // 10)
     c.checkpoint_every = c.eval_every
@@ -234,7 +236,9 @@ def launch(presets: dict[str, dict], body: Callable[[Stages, dict], str], *,
           train_examples=(preset.get('train_examples', 0) if TRAIN_EXAMPLES.value == -1
                           else TRAIN_EXAMPLES.value),
           validation_fraction=preset.get('validation_fraction', 0.0),
-          batch_size=preset.get('batch_size', 128), quick=QUICK.value, data_dir=DATA_DIR.value)
+          batch_size=preset.get('batch_size', 128),
+          model_options=preset.get('model_options', {}), quick=QUICK.value,
+          data_dir=DATA_DIR.value)
       from kdjax.data import catalog
       catalog.get_info(setup.dataset)  # an unknown name fails here, in one line
       workdir = os.path.abspath(WORKDIR.value)

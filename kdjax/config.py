@@ -24,6 +24,9 @@ TEACHER_CACHE = ('auto', True, False)
 _EXECUTION_FIELDS = ('overwrite', 'data_dir', 'log_every_epochs')
 
 
+SWEEP_AXES = ('temperature', 'alpha', 'seed', 'learning_rate', 'kind')
+
+
 def default() -> ml_collections.ConfigDict:
   """The full schema with defaults. Locked: unknown fields are errors."""
   c = ml_collections.ConfigDict()
@@ -93,6 +96,11 @@ def default() -> ml_collections.ConfigDict:
   c.sweep.seed = ()
   c.sweep.learning_rate = ()
   c.sweep.kind = ()  # soft-loss kinds
+  # 'vmap': all members in one vectorised program; 'loop': one run after
+  # another (each its own program); 'auto': vmap for fully connected models
+  # or off the CPU, loop for conv nets on the CPU, where XLA runs a vmapped
+  # (grouped) convolution slower than the members one by one.
+  c.sweep.mode = 'auto'
 
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2
@@ -187,7 +195,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if value not in losses.SOFT_LOSS_KINDS:
       _fail('sweep.kind', tuple(c.sweep.kind),
             f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
-  for axis in ('temperature', 'alpha', 'seed', 'learning_rate', 'kind'):
+  if c.sweep.mode not in ('auto', 'vmap', 'loop'):
+    _fail('sweep.mode', c.sweep.mode, "must be 'auto', 'vmap' or 'loop'")
+  for axis in SWEEP_AXES:
     if len(set(c.sweep[axis])) != len(c.sweep[axis]):
       _fail(f'sweep.{axis}', tuple(c.sweep[axis]), 'values must not repeat')
   if not c.teacher.workdir and any(len(c.sweep[k]) for k in ('temperature', 'alpha', 'kind')):
@@ -226,7 +236,7 @@ def sweep_members(c: ml_collections.ConfigDict) -> list[dict]:
 def member_config(c: ml_collections.ConfigDict, member: dict) -> ml_collections.ConfigDict:
   """The plain (unswept) config that trains `member` alone."""
   m = ml_collections.ConfigDict(c.to_dict())
-  for axis in m.sweep:
+  for axis in SWEEP_AXES:
     m.sweep[axis] = ()
   m.distill.temperature = member['temperature']
   m.distill.alpha = member['alpha']

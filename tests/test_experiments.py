@@ -52,7 +52,8 @@ def _run_quick(launcher, preset_name, tmp_path, **preset_changes):
   module = importlib.import_module(f'experiments.{launcher}')
   preset = dict(module.PRESETS[preset_name], name=preset_name, **preset_changes)
   setup = common.Setup(dataset='cifar10', recipe=preset.get('recipe', 'sgd'), epochs=1,
-                       seeds=2, quick=True, data_dir=str(tmp_path / 'tfds'))
+                       seeds=2, quick=True, data_dir=str(tmp_path / 'tfds'),
+                       model_options=preset.get('model_options', {}))
   workdir = str(tmp_path / launcher)
   os.makedirs(workdir)
   with tfds.testing.mock_data(num_examples=common.QUICK_EXAMPLES):

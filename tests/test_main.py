@@ -120,3 +120,22 @@ def test_bad_input_gives_one_line_and_exit_2(override, expected, tmp_path):
   line = _one_line_error(out)
   assert expected in line, line
   assert not os.path.exists(f'{tmp_path}/run/checkpoints')
+
+
+def test_sweep_in_turn_matches_the_vectorised_sweep(mnist_data_dir, tmp_path):
+  """sweep.mode='loop' trains the members one by one into the same layout."""
+  from kdjax import config as config_lib
+  from kdjax import train
+  outs = {}
+  for mode in ('vmap', 'loop'):
+    c = config_lib.default()
+    c.data_dir, c.model.hidden, c.train_examples = mnist_data_dir, (16,), 2048
+    c.num_epochs, c.sweep.seed, c.sweep.mode = 1, (0, 1), mode
+    outs[mode] = train.train_and_evaluate(c, str(tmp_path / mode))
+  assert outs['vmap']['sweep_mode'] == 'vmap' and outs['loop']['sweep_mode'] == 'loop'
+  for a, b in zip(outs['vmap']['members'], outs['loop']['members']):
+    assert a['label'] == b['label'] and a['seed'] == b['seed']
+    assert abs(a['test_accuracy'] - b['test_accuracy']) <= 0.002
+    assert os.path.exists(os.path.join(b['workdir'], 'results.json'))
+  again = train.train_and_evaluate(c, str(tmp_path / 'loop'))  # finished: nothing retrained
+  assert again['members'] == outs['loop']['members']

@@ -193,6 +193,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _say(f'{workdir} holds a finished run with this config: nothing to do')
     return finished
   members = config_lib.sweep_members(config)
+  if members and _sweep_mode(config) == 'loop':
+    return _train_members_in_turn(config, workdir, members, config_dict)
   num_members = len(members)
   # Plain runs keep unstacked state; `index` picks a member out of a sweep.
   indices = list(range(num_members)) if members else [None]
@@ -476,14 +478,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       results = member_results(m, member_cfg)
       if jax.process_index() == 0:
         write_run(member_dir, results, {name: v[0][m] for name, v in final.items()})
-      rows.append({k: results[k] for k in (
-          'temperature', 'alpha', 'seed', 'learning_rate', 'kind', 'test_accuracy', 'test_errors',
-          'best_test_accuracy', 'per_class_errors')} | {
-              'label': member['label'], 'workdir': member_dir,
-              **({'validation_accuracy': results['validation_accuracy']}
-                 if 'validation_accuracy' in results else {})})
+      rows.append(_member_row(results, member, member_dir))
     results = dict(shared)
-    results.update({'members': rows, 'config': config_dict,
+    results.update({'members': rows, 'config': config_dict, 'sweep_mode': 'vmap',
                     'test_accuracy': max(r['test_accuracy'] for r in rows)})
     if jax.process_index() == 0:
       report.write_json(os.path.join(workdir, RESULTS_FILE), results)
@@ -492,6 +489,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   _say(f'done: {best} in {_format_seconds(train_seconds)}; '
        f'results in {os.path.join(workdir, RESULTS_FILE)}')
   return results
+
+
+def _sweep_mode(config) -> str:
+  if config.sweep.mode != 'auto':
+    return config.sweep.mode
+  dense = config.model.name == 'mlp'
+  return 'vmap' if dense or jax.default_backend() != 'cpu' else 'loop'
+
+
+def _member_row(results: dict, member: dict, member_dir: str) -> dict:
+  """A sweep member's line in the sweep's results.json."""
+  row = {k: results[k] for k in (
+      'temperature', 'alpha', 'seed', 'learning_rate', 'kind', 'test_accuracy', 'test_errors',
+      'best_test_accuracy', 'per_class_errors')}
+  row.update(label=member['label'], workdir=member_dir)
+  if 'validation_accuracy' in results:
+    row['validation_accuracy'] = results['validation_accuracy']
+  return row
+
+
+def _train_members_in_turn(config, workdir: str, members: list[dict], config_dict: dict) -> dict:
+  """A sweep trained one member after another, each a plain run in members/<label>.
+
+  The result has the layout of a vectorised sweep. Finished members are
+  skipped and an interrupted one resumes, like any run.
+  """
+  rows, results = [], None
+  start = time.perf_counter()
+  for member in members:
+    member_dir = os.path.join(workdir, 'members', member['label'])
+    _say(f'sweep member {member["label"]} ({len(rows) + 1}/{len(members)})')
+    results = train_and_evaluate(config_lib.member_config(config, member), member_dir)
+    rows.append(_member_row(results, member, member_dir))
+  shared = {k: v for k, v in results.items() if k not in (
+      'history', 'config', 'per_class_accuracy', 'per_class_errors', 'test_errors',
+      'best_test_accuracy', 'temperature', 'alpha', 'seed', 'learning_rate', 'kind',
+      'validation_accuracy', 'best_validation_accuracy', 'train_seconds',
+      'examples_per_second', 'achieved_flops_per_second')}
+  seconds = [report.read_json(os.path.join(r['workdir'], RESULTS_FILE))['train_seconds']
+             for r in rows]
+  shared.update(members=rows, config=config_dict, sweep_mode='loop',
+                train_seconds=float(sum(seconds)),
+                test_accuracy=max(r['test_accuracy'] for r in rows))
+  if jax.process_index() == 0:
+    report.write_json(os.path.join(workdir, RESULTS_FILE), shared)
+  _say(f'done: sweep of {len(rows)} members, best {100 * shared["test_accuracy"]:.2f}%, '
+       f'{_format_seconds(time.perf_counter() - start)}; results in '
+       f'{os.path.join(workdir, RESULTS_FILE)}')
+  return shared
 
 
 def _forward_flops(model, state, image_shape) -> float | None:
