@@ -50,7 +50,7 @@ PRESETS = {
                    'lightnn_kd': '71.01%', 'simplenn_alone': '62.46%',
                    'simplenn_kd': '62.50%'}),
     'cpu': dict(
-        dataset='fashion_mnist', epochs=5, train_examples=10000, seeds=3,
+        recipe='adam', dataset='fashion_mnist', epochs=5, train_examples=10000, seeds=3,
         teacher='lightnn', teacher_epochs=8, students=('simplenn',),
         temperatures=(2.0, 4.0), alphas=(0.5, 0.9), reference={}),
 }

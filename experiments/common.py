@@ -63,6 +63,7 @@ class Setup:
   model_options: dict = dataclasses.field(default_factory=dict)  # per model name
   quick: bool = False
   data_dir: str = ''
+  sweep_mode: str = 'auto'  # config.sweep.mode of every run
 
   def config(self, model: str, *, epochs: int | None = None) -> ml_collections.ConfigDict:
     """The config that trains `model` alone under this setup."""
@@ -75,6 +76,7 @@ class Setup:
     c.eval_every = max(1, c.num_epochs // 10)
     c.checkpoint_every = c.eval_every
     c.train_examples = self.train_examples
+    c.sweep.mode = self.sweep_mode
     c.validation_fraction = self.validation_fraction
     c.batch_size = self.batch_size
     from kdjax.data import catalog

@@ -21,7 +21,8 @@ PRESETS = {
     'seed002': dict(dataset='cifar10', epochs=200, models=('vgg13', 'resnet18'),
                     reference={'vgg13_from_resnet18': '> 90% (seed 002)',
                                'resnet18_from_vgg13': '> 90% (seed 002)'}),
-    'cpu': dict(dataset='fashion_mnist', epochs=8, seeds=3, train_examples=10000,
+    'cpu': dict(recipe='adam', dataset='fashion_mnist',
+                epochs=8, seeds=3, train_examples=10000,
                 models=('lightnn', 'mlp'), reference={}),
 }
 

@@ -30,7 +30,8 @@ PRESETS = {
                     reference={'teacher': '89.68%', 'alone': '91.88%', 'kd': '92.50%'}),
     'seed002': dict(dataset='cifar10', epochs=200, teacher='vgg13', student='resnet18',
                     reference={'teacher': '88.23%', 'alone': '90.23%', 'kd': '91.26%'}),
-    'cpu': dict(dataset='fashion_mnist', epochs=8, seeds=3, train_examples=10000,
+    'cpu': dict(recipe='adam', dataset='fashion_mnist',
+                epochs=8, seeds=3, train_examples=10000,
                 teacher='simplenn', student='lightnn', reference={}),
 }
 

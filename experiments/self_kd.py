@@ -30,7 +30,8 @@ GENERATIONS = flags.DEFINE_integer('generations', 0,
 PRESETS = {
     'seed002': dict(dataset='cifar10', epochs=200, model='resnet18', generations=1,
                     reference={1: '+1.0 / +2.98 points (seed 002, small / large model)'}),
-    'cpu': dict(dataset='fashion_mnist', epochs=6, seeds=3, train_examples=10000,
+    'cpu': dict(recipe='adam', dataset='fashion_mnist',
+                epochs=6, seeds=3, train_examples=10000,
                 model='lightnn', generations=2, reference={}),
 }
 

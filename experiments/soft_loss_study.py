@@ -32,7 +32,8 @@ PRESETS = {
     'seed000': dict(dataset='cifar10', epochs=200, teacher='resnet20', student='resnet11',
                     temperatures=(1.0, 2.0, 4.5, 8.0, 20.0),
                     reference='KL at T = 4.5 best (seed 000: 99.21% on MNIST)'),
-    'cpu': dict(dataset='fashion_mnist', epochs=8, seeds=3, train_examples=10000,
+    'cpu': dict(recipe='adam', dataset='fashion_mnist',
+                epochs=8, seeds=3, train_examples=10000,
                 teacher='lightnn', student='mlp', model_options={'mlp': {'hidden': (100, 100)}},
                 temperatures=(1.0, 2.0, 4.5, 8.0), reference=''),
 }

@@ -53,7 +53,8 @@ def _run_quick(launcher, preset_name, tmp_path, **preset_changes):
   preset = dict(module.PRESETS[preset_name], name=preset_name, **preset_changes)
   setup = common.Setup(dataset='cifar10', recipe=preset.get('recipe', 'sgd'), epochs=1,
                        seeds=2, quick=True, data_dir=str(tmp_path / 'tfds'),
-                       model_options=preset.get('model_options', {}))
+                       model_options=preset.get('model_options', {}),
+                       sweep_mode='vmap')  # one program per stage: fewer compiles
   workdir = str(tmp_path / launcher)
   os.makedirs(workdir)
   with tfds.testing.mock_data(num_examples=common.QUICK_EXAMPLES):
@@ -66,7 +67,9 @@ def _run_quick(launcher, preset_name, tmp_path, **preset_changes):
 
 
 def test_cifar_kd_quick_on_mock_cifar(tmp_path):
-  text, data, workdir = _run_quick('cifar_kd', 'cpu', tmp_path, students=('simplenn',))
+  # The cpu preset's grid plus seed 004's two one-dimensional sweeps.
+  text, data, workdir = _run_quick('cifar_kd', 'cpu', tmp_path, teacher='simplenn', extra=dict(
+      student='simplenn', temperatures=(2.0, 1.01), alphas=(0.25, 0.75)))
   # 2 temperatures x 2 alphas x 2 seeds in one vectorised stage.
   grid = data['students']['simplenn']['grid']
   assert sorted(grid) == ['T=2,alpha=0.5', 'T=2,alpha=0.9', 'T=4,alpha=0.5', 'T=4,alpha=0.9']
@@ -75,13 +78,6 @@ def test_cifar_kd_quick_on_mock_cifar(tmp_path):
   assert 'simplenn distilled' in text and 'alpha \\ T' in text
   kd = json.load(open(os.path.join(workdir, 'simplenn_kd', 'results.json')))
   assert len(kd['members']) == 8 and kd['teacher']['cached'] is False  # augmented input
-
-
-def test_seed004_sweeps_on_mock_cifar(tmp_path):
-  text, data, _ = _run_quick('cifar_kd', 'seed004', tmp_path, teacher='simplenn',
-                             students=('simplenn',), extra=dict(
-                                 student='simplenn', temperatures=(2.0, 1.01),
-                                 alphas=(0.25, 0.75)))
   assert sorted(data['simplenn_temperature_sweep']) == ['1.01', '2']
   assert sorted(data['simplenn_alpha_sweep']) == ['0.25', '0.75']
   assert 'vs temperature' in text
@@ -104,9 +100,9 @@ def test_self_kd_chains_generations(tmp_path):
 
 
 def test_heterogeneous_kd_both_directions(tmp_path):
-  _, data, _ = _run_quick('heterogeneous_kd', 'cpu', tmp_path, models=('simplenn', 'resnet8'))
-  assert set(data) >= {'simplenn', 'resnet8'}
-  assert len(data['simplenn']['from_resnet8']) == 2 and len(data['resnet8']['from_simplenn']) == 2
+  _, data, _ = _run_quick('heterogeneous_kd', 'cpu', tmp_path, models=('simplenn', 'mlp'))
+  assert set(data) >= {'simplenn', 'mlp'}
+  assert len(data['simplenn']['from_mlp']) == 2 and len(data['mlp']['from_simplenn']) == 2
 
 
 def test_soft_loss_study_grid_is_one_program(tmp_path):
