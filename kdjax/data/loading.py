@@ -8,6 +8,7 @@ from a TFDS data directory, prepared either by `python -m kdjax.data import`
 """
 
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -138,7 +139,13 @@ def load(
 
 
 def _read_split(name: str, split: str, data_dir: str) -> Split:
-  """Reads one TFDS split whole, in its stored order."""
+  """One TFDS split, read once per process (experiments run many stages on it)."""
+  return _read_split_cached(name, split, os.path.abspath(data_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_split_cached(name: str, split: str, data_dir: str) -> Split:
+  """Reads one TFDS split whole, in its stored order, as read-only arrays."""
   try:
     batches = tfds.load(
         name, split=split, data_dir=data_dir, download=False,
@@ -155,8 +162,11 @@ def _read_split(name: str, split: str, data_dir: str) -> Split:
     labels.append(label_batch)
   if not labels:
     raise DataError(f'split {split!r} of {name} in {data_dir} is empty')
-  return Split(images=np.concatenate(images).astype(np.uint8, copy=False),
-               labels=np.concatenate(labels).astype(np.int32))
+  split_arrays = Split(images=np.concatenate(images).astype(np.uint8, copy=False),
+                      labels=np.concatenate(labels).astype(np.int32))
+  for array in (split_arrays.images, split_arrays.labels):
+    array.flags.writeable = False  # shared by every caller in this process
+  return split_arrays
 
 
 def _missing_dataset_message(name: str, data_dir: str) -> str:
