@@ -25,7 +25,7 @@ demo: data
 	$(PY) -m experiments.hinton_mnist --quick --workdir=runs/hinton_mnist_quick
 
 test: data
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 clean:
 	rm -rf $(VENV) runs
