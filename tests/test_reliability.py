@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ['--config=configs/mnist_student.py', '--config.model.hidden=(32,)',
-         '--config.batch_size=256']
+         '--config.batch_size=256', '--config.train_examples=8192']
 
 
 def _cli(args, module='kdjax.main', timeout=600):

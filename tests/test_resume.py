@@ -19,7 +19,7 @@ def _args(workdir, data_dir):
           f'--workdir={workdir}', f'--config.data_dir={data_dir}',
           '--config.model.hidden=(64,64)', '--config.num_epochs=4',
           '--config.model.hidden_dropout=0.3', '--config.augment.max_shift=1',
-          '--config.keep_checkpoints=10']
+          '--config.keep_checkpoints=10', '--config.train_examples=16384']
 
 
 def _final(workdir):

@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import re
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -28,6 +29,7 @@ class Checkpoints:
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         item_names=('state', 'meta'))
+    self._closed = False
 
   def latest_epoch(self) -> int | None:
     return self._manager.latest_step()
@@ -49,6 +51,15 @@ class Checkpoints:
         self._manager.wait_until_finished()
     except Exception as e:  # orbax wraps OSErrors from its writer threads
       previous = [s for s in self._manager.all_steps() if s != epoch]
+      # Writes still in flight fail after orbax stops waiting and print
+      # tracebacks from their threads; let them land in the discarded buffer.
+      with _absl_verbosity(logging.FATAL), contextlib.redirect_stderr(io.StringIO()):
+        try:
+          self._manager.close()
+        except Exception:  # pylint: disable=broad-except
+          pass
+        time.sleep(1.0)
+      self._closed = True
       kept = (f'the checkpoint of epoch {max(previous)} is intact' if previous
               else 'no earlier checkpoint exists')
       raise WorkdirError(
@@ -64,7 +75,9 @@ class Checkpoints:
     return restored['state'], restored['meta']
 
   def close(self):
-    self._manager.close()
+    if not self._closed:
+      self._manager.close()
+      self._closed = True
 
 
 @contextlib.contextmanager
