@@ -178,6 +178,12 @@ def plot_curves(path: str, curves: dict[str, list[dict]], title: str) -> None:
     values = np.mean([[100 * a for _, a in h] for h in histories], axis=0)
     ax.plot(epochs, values, marker='.', label=label)
   ax.set_xlabel('epoch')
+  save_figure(fig, ax, path, title)
+
+
+def save_figure(fig, ax, path: str, title: str) -> None:
+  """Titles an accuracy plot, adds its legend, writes the PNG and frees the figure."""
+  import matplotlib.pyplot as plt
   ax.set_ylabel('test accuracy (%)')
   ax.set_title(title)
   ax.legend(fontsize=8)

@@ -50,12 +50,7 @@ def _plot(path, groups, temperatures, alone_accuracy, title):
   ax.axhline(100 * alone_accuracy, color='gray', ls='--', label='alone')
   ax.set_xscale('log')
   ax.set_xlabel('temperature T')
-  ax.set_ylabel('test accuracy (%)')
-  ax.set_title(title)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  common.save_figure(fig, ax, path, title)
 
 
 def body(stages: common.Stages, preset: dict) -> str:
