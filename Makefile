@@ -25,7 +25,8 @@ demo: data
 	$(PY) -m experiments.hinton_mnist --quick --workdir=runs/hinton_mnist_quick
 
 test: data
-	$(PY) -m pytest -q --durations=20 tests
+	# Two workers: most of a test is imports, data loading and XLA compiles, one core each.
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20 tests
 
 clean:
 	rm -rf $(VENV) runs
