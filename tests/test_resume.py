@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _args(workdir, data_dir):
   return [sys.executable, '-m', 'kdjax.main', '--config=configs/mnist_student.py',
           f'--workdir={workdir}', f'--config.data_dir={data_dir}',
-          '--config.model.hidden=(64,64)', '--config.num_epochs=4',
+          '--config.model.hidden=(64,64)', '--config.num_epochs=8',
           '--config.model.hidden_dropout=0.3', '--config.augment.max_shift=1',
           '--config.keep_checkpoints=10', '--config.train_examples=16384']
 
