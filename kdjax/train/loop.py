@@ -515,20 +515,19 @@ def _train_members_in_turn(config, workdir: str, members: list[dict], config_dic
   The result has the layout of a vectorised sweep. Finished members are
   skipped and an interrupted one resumes, like any run.
   """
-  rows, results = [], None
+  rows, results, seconds = [], None, []
   start = time.perf_counter()
   for member in members:
     member_dir = os.path.join(workdir, 'members', member['label'])
     _say(f'sweep member {member["label"]} ({len(rows) + 1}/{len(members)})')
     results = train_and_evaluate(config_lib.member_config(config, member), member_dir)
     rows.append(_member_row(results, member, member_dir))
+    seconds.append(results['train_seconds'])
   shared = {k: v for k, v in results.items() if k not in (
       'history', 'config', 'per_class_accuracy', 'per_class_errors', 'test_errors',
       'best_test_accuracy', 'temperature', 'alpha', 'seed', 'learning_rate', 'kind',
       'validation_accuracy', 'best_validation_accuracy', 'train_seconds',
       'examples_per_second', 'achieved_flops_per_second')}
-  seconds = [report.read_json(os.path.join(r['workdir'], RESULTS_FILE))['train_seconds']
-             for r in rows]
   shared.update(members=rows, config=config_dict, sweep_mode='loop',
                 train_seconds=float(sum(seconds)),
                 test_accuracy=max(r['test_accuracy'] for r in rows))
