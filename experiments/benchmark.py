@@ -133,8 +133,9 @@ def main(argv):
   teacher_step = step_lib.make_train_step(model=teacher, tx=teacher_tx, mean=MEAN, std=STD,
                                           max_shift=2, max_norm=4.0)
   teacher_state = state_for(teacher, teacher_tx)
-  step_flops = step_lib.train_step_flops(teacher_step, teacher_state, data, None, plain,
-                                         batch_size=BATCH)
+  batch_shapes = {k: jax.ShapeDtypeStruct((BATCH, *v.shape[1:]), v.dtype)
+                  for k, v in data.items()}
+  step_flops = step_lib.train_step_flops(teacher_step, teacher_state, batch_shapes, None, plain)
   a_steps = min(steps, 100)
   run, compile_seconds = epoch_program(teacher_step, teacher_state, data, None, plain,
                                        num_steps=a_steps)

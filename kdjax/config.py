@@ -18,6 +18,7 @@ from kdjax.errors import ConfigError
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'exponential', 'step', 'cosine')
 TEACHER_CACHE = ('auto', True, False)
+PIPELINES = ('auto', 'device', 'stream')
 
 # Fields that change how a run is executed or logged, not what it computes;
 # they may differ when a run is resumed.
@@ -40,6 +41,17 @@ def default() -> ml_collections.ConfigDict:
   # Train on a seeded random subset of this many examples (after the class
   # filters; 0 = all): small transfer sets, learning curves, quick checks.
   c.train_examples = 0
+
+  # How training examples reach the devices. 'device': the whole training set
+  # is put on the devices once and an epoch is one compiled program; 'stream':
+  # batches are read, decoded and prefetched by tf.data every epoch (datasets
+  # too large to hold: ImageNet); 'auto': 'device' for datasets that fit in
+  # memory, 'stream' otherwise.
+  c.input = ml_collections.ConfigDict()
+  c.input.pipeline = 'auto'
+  c.input.image_size = 0  # streamed: square side to crop / resize to (0 = as stored)
+  c.input.shuffle_buffer = 16_384  # streamed: examples in tf.data's shuffle buffer
+  c.input.prefetch = 2  # streamed: batches put on the devices ahead of the step
 
   c.augment = ml_collections.ConfigDict()
   c.augment.max_shift = 0  # random translation ("jitter") / pad-and-crop, in pixels
@@ -78,7 +90,7 @@ def default() -> ml_collections.ConfigDict:
   c.teacher.workdir = ''  # '' = train without a teacher
   # 'auto': cache the teacher's logits once when the student's inputs are not
   # augmented; otherwise run the teacher inside the train step.
-  c.teacher.cache = 'auto'
+  c.teacher.cache = ml_collections.FieldReference('auto', field_type=object)
 
   c.distill = ml_collections.ConfigDict()
   c.distill.temperature = 4.0
@@ -140,6 +152,45 @@ def alpha(c: ml_collections.ConfigDict) -> float:
   return float(dw)
 
 
+def input_pipeline(c: ml_collections.ConfigDict) -> str:
+  """'device' or 'stream': the pipeline `config.input.pipeline` resolves to."""
+  from kdjax.data import catalog
+  if c.input.pipeline != 'auto':
+    return c.input.pipeline
+  return 'device' if catalog.get_info(c.dataset).fits_in_memory else 'stream'
+
+
+def _validate_input(c: ml_collections.ConfigDict) -> None:
+  from kdjax.data import catalog
+  if c.input.pipeline not in PIPELINES:
+    _fail('input.pipeline', c.input.pipeline, "must be 'auto', 'device' or 'stream'")
+  size = c.input.image_size
+  if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    _fail('input.image_size', size, 'must be a whole number >= 0 (0 = as stored)')
+  _positive(c, 'input.shuffle_buffer', integer=True)
+  _positive(c, 'input.prefetch', integer=True)
+  info = catalog.get_info(c.dataset)
+  if input_pipeline(c) == 'device':
+    if not info.fits_in_memory:
+      _fail('input.pipeline', c.input.pipeline,
+            f"{c.dataset} does not fit in memory; use 'stream' or 'auto'")
+    if size and (size, size) != tuple(info.image_shape[:2]):
+      _fail('input.image_size', size,
+            f"resizing needs input.pipeline='stream' ({c.dataset} is "
+            f'{info.image_shape[0]}x{info.image_shape[1]})')
+    return
+  if info.image_shape is None and not size:
+    _fail('input.image_size', size, f'{c.dataset} images vary in size: give a size (e.g. 224)')
+  for field in ('omit_classes', 'keep_classes'):
+    if len(c[field]):
+      _fail(field, tuple(c[field]), "class filters need input.pipeline='device' "
+            '(a streamed split cannot be counted without reading it)')
+  if c.train_examples:
+    _fail('train_examples', c.train_examples, "a subset needs input.pipeline='device'")
+  if c.teacher.cache is True:
+    _fail('teacher.cache', True, "cached teacher logits need input.pipeline='device'")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises ConfigError (one line, naming the field) for a config that cannot run."""
   from kdjax import losses, models
@@ -169,6 +220,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if isinstance(c.train_examples, bool) or not isinstance(c.train_examples, int) or (
       c.train_examples < 0):
     _fail('train_examples', c.train_examples, 'must be a whole number >= 0 (0 = all)')
+  _validate_input(c)
   if set(c.omit_classes) and set(c.keep_classes):
     _fail('keep_classes', c.keep_classes, 'cannot be combined with omit_classes')
   if c.teacher.cache not in TEACHER_CACHE:

@@ -8,6 +8,7 @@ imported offline; `python -m kdjax.data import mnist` imports one.
 """
 
 from kdjax.data import augment
+from kdjax.data import stream
 from kdjax.data.catalog import DATASETS
 from kdjax.data.catalog import DatasetInfo
 from kdjax.data.importer import import_dataset

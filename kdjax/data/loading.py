@@ -116,8 +116,8 @@ def load(
         f'validation_fraction must be in [0, 1), got {validation_fraction}')
   if not info.fits_in_memory:
     raise DataError(
-        f'{name} does not fit in memory and kdjax.data.load cannot stream '
-        'datasets yet')
+        f'{name} does not fit in memory: stream it with '
+        "config.input.pipeline='stream' (see kdjax.data.stream)")
   data_dir = data_dir or default_data_dir()
 
   full_train = _read_split(name, 'train', data_dir)
@@ -155,7 +155,7 @@ def _read_split_cached(name: str, split: str, data_dir: str) -> Split:
     # AssertionError; anything else is left to surface as it is.
     if is_prepared(name, data_dir):
       raise
-    raise DataError(_missing_dataset_message(name, data_dir)) from e
+    raise DataError(missing_dataset_message(name, data_dir)) from e
   images, labels = [], []
   for image_batch, label_batch in tfds.as_numpy(batches):
     images.append(image_batch)
@@ -169,7 +169,7 @@ def _read_split_cached(name: str, split: str, data_dir: str) -> Split:
   return split_arrays
 
 
-def _missing_dataset_message(name: str, data_dir: str) -> str:
+def missing_dataset_message(name: str, data_dir: str) -> str:
   if catalog.get_info(name).importable:
     return (f'dataset {name!r} is not in {data_dir}: import it with: '
             f'python -m kdjax.data import {name} --data_dir={data_dir}')

@@ -16,13 +16,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kdjax import config as config_lib
 from kdjax import data as data_lib
 from kdjax import losses, models, report
 from kdjax.errors import ConfigError, NonFiniteLossError, WorkdirError
 from kdjax.train import checkpoint as checkpoint_lib
+from kdjax.train import feed as feed_lib
 from kdjax.train import optim, step as step_lib
 
 CONFIG_FILE = 'config.json'
@@ -38,15 +38,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _replicated(mesh: Mesh, tree):
-  """Places host arrays on every device of the mesh (works across processes)."""
-  sharding = NamedSharding(mesh, P())
-
-  def put(x):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-  return jax.tree.map(put, tree)
+_replicated = feed_lib.replicated
 
 
 def _prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> dict | None:
@@ -199,20 +191,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Plain runs keep unstacked state; `index` picks a member out of a sweep.
   indices = list(range(num_members)) if members else [None]
 
-  dataset = data_lib.load(config.dataset, data_dir=config.data_dir or None,
-                          validation_fraction=config.validation_fraction,
-                          validation_seed=config.validation_seed)
-  train_split = _filter_classes(dataset.train, config)
-  num_devices = jax.device_count()
-  for field in ('batch_size', 'eval_batch_size'):
-    if config[field] % num_devices:
-      raise ConfigError(f'config.{field}={config[field]} is not divisible by the '
-                        f'{num_devices} devices; use a multiple of {num_devices}')
-  steps_per_epoch = len(train_split.labels) // config.batch_size
-  if steps_per_epoch == 0:
-    raise ConfigError(f'config.batch_size={config.batch_size} exceeds the '
-                      f'{len(train_split.labels)} training examples')
   mesh = step_lib.data_mesh()
+  if config_lib.input_pipeline(config) == 'device':
+    dataset = data_lib.load(config.dataset, data_dir=config.data_dir or None,
+                            validation_fraction=config.validation_fraction,
+                            validation_seed=config.validation_seed)
+    feed = feed_lib.DeviceFeed(config, dataset, _filter_classes(dataset.train, config), mesh)
+  else:
+    dataset = data_lib.stream.describe(config.dataset, data_dir=config.data_dir or None,
+                                       image_size=config.input.image_size,
+                                       validation_fraction=config.validation_fraction)
+    feed = feed_lib.StreamFeed(config, dataset, mesh)
+  num_devices = jax.device_count()
+  steps_per_epoch = feed.steps_per_epoch
 
   model = models.create(config.model.name, num_classes=dataset.num_classes,
                         **_model_options(config.model))
@@ -240,14 +231,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   num_params = models.count_params(_member_slice(state.params, 0 if members else None))
 
   teacher_model = teacher_variables = teacher_results = None
-  train_data = {'images': train_split.images, 'labels': train_split.labels.astype(np.int32)}
   cache_teacher = False
   if config.teacher.workdir:
     teacher_model, teacher_variables, teacher_results = load_teacher(config, dataset)
     augmented = config.augment.max_shift > 0 or config.augment.flip
     cache = config.teacher.cache
-    cache_teacher = (not augmented) if cache == 'auto' else bool(cache)
-  train_data = _replicated(mesh, train_data)
+    cache_teacher = (not augmented and feed.mode == 'device') if cache == 'auto' else bool(cache)
   state = _replicated(mesh, state)
   hparams = _replicated(mesh, hparams)
   if teacher_variables is not None:
@@ -256,12 +245,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
                                   batch_size=config.eval_batch_size, num_members=num_members)
   if cache_teacher:
-    teacher_predict = step_lib.make_predict(
-        teacher_model, mesh=mesh, mean=dataset.mean, std=dataset.std,
-        batch_size=config.eval_batch_size)
-    padded = _replicated(mesh, step_lib.pad_to_multiple(train_split.images, config.eval_batch_size))
-    train_data['teacher_logits'] = teacher_predict(
-        teacher_variables, padded)[:len(train_split.labels)]
+    feed.cache_teacher_logits(
+        step_lib.make_predict(teacher_model, mesh=mesh, mean=dataset.mean, std=dataset.std,
+                              batch_size=config.eval_batch_size),
+        teacher_variables)
     teacher_variables = None  # the cached logits are all the step needs
 
   train_step = step_lib.make_train_step(
@@ -270,35 +257,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       teacher_model=None if cache_teacher else teacher_model,
       soft_kind=None if len(config.sweep.kind) else config.distill.kind,
       max_norm=config.optimizer.max_norm)
-  epoch_fn = step_lib.make_epoch(train_step, mesh=mesh, batch_size=config.batch_size,
-                                 steps_per_epoch=steps_per_epoch, num_members=num_members)
   data_rng = jax.random.PRNGKey(config.data_seed)
-
-  eval_splits = {'test': dataset.test}
-  if dataset.validation is not None:
-    eval_splits['validation'] = dataset.validation
-  eval_images = {name: _replicated(mesh, step_lib.pad_to_multiple(split.images,
-                                                                  config.eval_batch_size))
-                 for name, split in eval_splits.items()}
 
   def evaluate(state):
     """Per split: logits [M, N, K] and correctness [M, N] (M = 1 for a plain run)."""
     variables = {'params': state.params, **state.model_state}
-    out = {}
-    for name, split in eval_splits.items():
-      logits = np.asarray(predict(variables, eval_images[name]))
-      logits = (logits if members else logits[None])[:, :len(split.labels)]
-      out[name] = (logits, logits.argmax(-1) == split.labels)
-    return out
+    logits = feed.eval_logits(predict, variables, num_members)
+    return {name: (split_logits, split_logits.argmax(-1) == feed.labels[name])
+            for name, split_logits in logits.items()}
 
-  compile_start = time.perf_counter()
-  epoch_compiled = epoch_fn.lower(state, train_data, teacher_variables, hparams,
-                                  data_rng).compile()
-  compile_seconds = time.perf_counter() - compile_start
+  compile_seconds = feed.compile(train_step, num_members=num_members, state=state,
+                                 teacher_variables=teacher_variables, hparams=hparams,
+                                 data_rng=data_rng)
   flops_per_example = _forward_flops(model, _member_slice(state, 0 if members else None),
                                      dataset.image_shape)
-  step_flops = step_lib.train_step_flops(train_step, state, train_data, teacher_variables,
-                                         hparams, batch_size=config.batch_size,
+  step_flops = step_lib.train_step_flops(train_step, state, feed.batch_shapes(),
+                                         teacher_variables, hparams,
                                          num_members=num_members)
 
   checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
@@ -319,8 +293,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     f'{"cached logits" if cache_teacher else "run in the step"})')
   sweep_note = f'; sweep of {num_members} members' if members else ''
   _say(f'{config.model.name} ({num_params:,} params) on {config.dataset}: '
-       f'{len(train_split.labels):,} train examples, {steps_per_epoch} steps/epoch, '
-       f'{num_devices} device(s){teacher_note}{sweep_note}; compiled in {compile_seconds:.1f}s')
+       f'{feed.num_train_examples:,} train examples ({feed.mode} input), '
+       f'{steps_per_epoch} steps/epoch, {num_devices} device(s){teacher_note}{sweep_note}; '
+       f'compiled in {compile_seconds:.1f}s')
 
   terminate = {'requested': False}
 
@@ -336,10 +311,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     last_good_epoch = start_epoch
     for epoch in range(start_epoch + 1, config.num_epochs + 1):
       epoch_start = time.perf_counter()
-      state, step_metrics = epoch_compiled(state, train_data, teacher_variables, hparams,
-                                           jax.random.fold_in(data_rng, epoch))
-      step_losses = np.asarray(step_metrics['loss']).reshape(steps_per_epoch, -1)
-      step_accuracy = np.asarray(step_metrics['accuracy']).reshape(steps_per_epoch, -1)
+      state, step_metrics, finished = feed.run_epoch(
+          state, teacher_variables, hparams, data_rng, epoch,
+          stop_requested=lambda: terminate['requested'])
+      step_losses, step_accuracy = step_metrics['loss'], step_metrics['accuracy']
       epoch_seconds = time.perf_counter() - epoch_start
       if not np.all(np.isfinite(step_losses)):
         bad_step, bad_member = np.argwhere(~np.isfinite(step_losses))[0]
@@ -351,6 +326,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f'training loss became {step_losses[bad_step, bad_member]} at step {global_step} '
             f'(epoch {epoch}){member}; last good checkpoint: {where}; '
             'try a lower config.optimizer.learning_rate')
+      if not finished:  # a streamed epoch stopped by SIGTERM: not checkpointed
+        where = (f'the checkpoint of epoch {last_good_epoch} in {checkpoints.directory} is kept'
+                 if last_good_epoch else 'no checkpoint yet')
+        raise Preempted(f'SIGTERM: stopped epoch {epoch} after {len(step_losses)} of '
+                        f'{steps_per_epoch} steps; {where}; rerun the same command to resume')
       train_seconds += epoch_seconds
       evaluated = epoch % config.eval_every == 0 or epoch == config.num_epochs
       evals = evaluate(state) if evaluated else {}
@@ -405,7 +385,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       'params': num_params,
       'image_shape': list(dataset.image_shape),
       'num_classes': dataset.num_classes,
-      'num_train_examples': int(len(train_split.labels)),
+      'num_train_examples': int(feed.num_train_examples),
+      'input_pipeline': feed.mode,
       'steps_per_epoch': steps_per_epoch,
       'epochs': config.num_epochs,
       'train_seconds': train_seconds,
@@ -428,7 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def member_results(m: int, member_config) -> dict:
     test_correct = final['test'][1][m]
-    labels = dataset.test.labels
+    labels = feed.labels['test']
     evaluated = [h for h in history[m] if 'test_accuracy' in h]
     out = dict(shared)
     out.update({

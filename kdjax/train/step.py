@@ -164,16 +164,14 @@ def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
   return jax.jit(epoch, donate_argnums=0)
 
 
-def train_step_flops(train_step: Callable, state, data, teacher_variables, hparams, *,
-                     batch_size: int, num_members: int = 0) -> float | None:
+def train_step_flops(train_step: Callable, state, batch, teacher_variables, hparams, *,
+                     num_members: int = 0) -> float | None:
   """XLA's operation count of one train step (all members of a sweep together).
 
   Taken from the lowered program's cost analysis, so nothing is compiled.
-  `data` holds the whole training set; only its shapes are used.
+  `batch` gives the shapes and dtypes of one batch (`jax.ShapeDtypeStruct`s).
   """
   step_fn = jax.vmap(train_step, in_axes=(0, None, None, 0)) if num_members else train_step
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((batch_size, *x.shape[1:]), x.dtype),
-                       data)
   cost = jax.jit(step_fn).lower(state, batch, teacher_variables, hparams).cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None

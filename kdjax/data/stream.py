@@ -1,0 +1,227 @@
+"""Datasets streamed from TFDS through tf.data, batch by batch.
+
+For datasets too large to hold in memory (ImageNet), or when asked
+(`config.input.pipeline='stream'`). Training batches are read from each
+process's own share of the split (`tfds.split_for_jax_process`), shuffled
+with a seed that depends on the epoch (so an interrupted run resumes on the
+same example order), decoded, cropped and resized on the host, batched and
+prefetched; `device_batches` puts them on the devices ahead of the step.
+Evaluation reads the whole split in its stored order, padding the last batch.
+
+Images of datasets whose sizes vary are brought to `image_size` × `image_size`
+with the usual ImageNet recipe: training takes an Inception-style random crop
+(8 %–100 % of the area, aspect ratio 3/4–4/3) resized to the target;
+evaluation resizes the shorter side to `image_size / 0.875` and takes the
+central crop. Fixed-size datasets are passed through unchanged (their
+augmentation runs on the devices inside the train step).
+"""
+
+import collections
+import dataclasses
+import functools
+from typing import Iterator
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from kdjax.data import catalog
+from kdjax.data import loading
+from kdjax.errors import ConfigError, DataError
+
+# The fraction of the resized image kept by the central evaluation crop.
+_EVAL_CROP_FRACTION = 0.875
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamInfo:
+  """What a streamed run needs to know before reading any example.
+
+  Attributes:
+    name: the TFDS name.
+    num_classes: number of label classes.
+    image_shape: (H, W, C) of every batch the stream yields.
+    mean: per-channel mean of pixels scaled to [0, 1].
+    std: per-channel standard deviation.
+    num_train_examples: examples in the training split (all processes).
+    train_split: the TFDS split string training reads.
+    eval_splits: name ('test', 'validation') -> TFDS split string.
+  """
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  num_train_examples: int
+  train_split: str
+  eval_splits: dict
+
+
+def describe(name: str, *, data_dir: str | None, image_size: int,
+             validation_fraction: float = 0.0) -> StreamInfo:
+  """Checks that `name` can be streamed from `data_dir` and describes it.
+
+  Args:
+    name: a dataset of `catalog.DATASETS`.
+    data_dir: the TFDS data directory; TFDS's default when None.
+    image_size: the side of the square images to yield; 0 keeps the
+      dataset's own fixed size (an error for datasets whose sizes vary).
+    validation_fraction: the last fraction of TFDS's train split held out
+      as 'validation' (a contiguous slice of the stored order: a streamed
+      split cannot be subsampled at random without reading it whole).
+
+  Raises:
+    DataError: the dataset is unknown or not prepared in `data_dir`.
+    ConfigError: `image_size` is needed and missing, or the validation
+      fraction leaves an empty split.
+  """
+  info = catalog.get_info(name)
+  data_dir = data_dir or loading.default_data_dir()
+  if info.image_shape is None and not image_size:
+    raise ConfigError(f'{name} images vary in size: set config.input.image_size '
+                      '(e.g. 224)')
+  channels = info.image_shape[2] if info.image_shape else len(info.mean)
+  shape = ((image_size, image_size, channels) if image_size
+           else tuple(info.image_shape))
+  train_split = 'train'
+  eval_splits = {'test': info.test_split}
+  num_train = _num_examples(name, 'train', data_dir)
+  if validation_fraction > 0:
+    held_out = round(validation_fraction * num_train)
+    if not 0 < held_out < num_train:
+      raise ConfigError(f'validation_fraction={validation_fraction} of {num_train} training '
+                        'examples leaves an empty split')
+    train_split = f'train[:{num_train - held_out}]'
+    eval_splits['validation'] = f'train[{num_train - held_out}:]'
+    num_train -= held_out
+  return StreamInfo(name=name, num_classes=info.num_classes, image_shape=shape,
+                    mean=info.mean, std=info.std, num_train_examples=num_train,
+                    train_split=train_split, eval_splits=eval_splits)
+
+
+def _num_examples(name: str, split: str, data_dir: str) -> int:
+  """The split's size from the dataset's metadata, else by counting once."""
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+    splits = builder.info.splits
+    if split in splits and splits[split].num_examples:
+      return int(splits[split].num_examples)
+  except Exception:  # pylint: disable=broad-except  # counted below instead
+    pass
+  return int(_open(name, split, data_dir, shuffle_seed=None).reduce(
+      np.int64(0), lambda count, _: count + 1).numpy())
+
+
+def _open(name: str, split, data_dir: str, shuffle_seed: int | None) -> tf.data.Dataset:
+  try:
+    return tfds.load(name, split=split, data_dir=data_dir, download=False,
+                     as_supervised=True, shuffle_files=shuffle_seed is not None,
+                     read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed,
+                                                 try_autocache=False))
+  except AssertionError as e:  # TFDS's way of saying the data is missing
+    raise DataError(loading.missing_dataset_message(name, data_dir)) from e
+
+
+def _inception_crop(image: tf.Tensor, size: int, seed) -> tf.Tensor:
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed,
+      area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+      min_object_covered=0.0, max_attempts=10, use_image_if_no_bounding_boxes=True)
+  image = tf.slice(image, begin, crop_size)
+  return _resize(image, (size, size))
+
+
+def _central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
+  height, width = tf.shape(image)[0], tf.shape(image)[1]
+  short = tf.cast(tf.minimum(height, width), tf.float32)
+  scale = (size / _EVAL_CROP_FRACTION) / short
+  new_hw = (tf.maximum(size, tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32)),
+            tf.maximum(size, tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32)))
+  image = _resize(image, new_hw)
+  top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+def _resize(image: tf.Tensor, size) -> tf.Tensor:
+  image = tf.image.resize(image, size, method='bilinear', antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+def _needs_resize(name: str, shape) -> bool:
+  return tuple(catalog.get_info(name).image_shape or ()) != tuple(shape)
+
+
+def train_batches(info: StreamInfo, *, data_dir: str | None, global_batch_size: int,
+                  steps: int, seed: int, epoch: int, shuffle_buffer: int,
+                  host_prefetch: int = 2) -> Iterator[dict]:
+  """This process's part of each global training batch of one epoch.
+
+  Yields `steps` dicts of numpy `images` (uint8, [B / P, H, W, C]) and
+  `labels` (int32), B the global batch size and P the number of processes.
+  The order depends only on (`seed`, `epoch`) and the process index.
+  """
+  data_dir = data_dir or loading.default_data_dir()
+  local_batch = global_batch_size // jax.process_count()
+  epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
+  ds = _open(info.name, tfds.split_for_jax_process(info.train_split), data_dir,
+             shuffle_seed=epoch_seed)
+  ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+  if _needs_resize(info.name, info.image_shape):
+    size = info.image_shape[0]
+    crop_seeds = tf.data.Dataset.random(seed=epoch_seed).batch(2)
+    ds = tf.data.Dataset.zip((ds, crop_seeds)).map(
+        lambda example, crop_seed: (_inception_crop(example[0], size, crop_seed), example[1]),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(local_batch, drop_remainder=True).take(steps)
+  ds = ds.map(_as_batch).prefetch(host_prefetch)
+  produced = 0
+  for batch in tfds.as_numpy(ds):
+    produced += 1
+    yield batch
+  if produced < steps:
+    raise DataError(f'{info.name} {info.train_split} gave {produced} batches of '
+                    f'{local_batch} in process {jax.process_index()}, expected {steps}')
+
+
+def eval_batches(info: StreamInfo, split: str, *, data_dir: str | None,
+                 batch_size: int) -> Iterator[tuple[dict, int]]:
+  """Every example of `split` in stored order, `batch_size` at a time.
+
+  Yields (batch, valid): the last batch is padded with zeros to
+  `batch_size`, and `valid` says how many of its examples are real.
+  Every process reads the whole split.
+  """
+  data_dir = data_dir or loading.default_data_dir()
+  ds = _open(info.name, split, data_dir, shuffle_seed=None)
+  if _needs_resize(info.name, info.image_shape):
+    size = info.image_shape[0]
+    ds = ds.map(lambda image, label: (_central_crop(image, size), label),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch_size).map(_as_batch).prefetch(2)
+  for batch in tfds.as_numpy(ds):
+    valid = len(batch['labels'])
+    if valid < batch_size:
+      batch = {k: np.concatenate([v, np.zeros((batch_size - valid, *v.shape[1:]), v.dtype)])
+               for k, v in batch.items()}
+    yield batch, valid
+
+
+def _as_batch(images, labels):
+  return {'images': tf.cast(images, tf.uint8), 'labels': tf.cast(labels, tf.int32)}
+
+
+def device_batches(batches: Iterator[dict], sharding, size: int = 2) -> Iterator[dict]:
+  """Puts host batches on the devices `size` batches ahead of their use.
+
+  Each process gives its own rows; the global array is sharded by
+  `sharding` (the batch axis over the mesh's data axis).
+  """
+  put = functools.partial(jax.make_array_from_process_local_data, sharding)
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(jax.tree.map(put, batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
