@@ -13,6 +13,29 @@ def fail(message: str, code: int = EXIT_USER_ERROR):
   sys.exit(code)
 
 
+def init_distributed(coordinator: str, num_processes: int | None,
+                     process_id: int | None) -> None:
+  """Joins a multi-process JAX job; one line and exit 2 if that fails."""
+  auto = coordinator == 'auto'
+  if not auto:
+    host, _, port = coordinator.rpartition(':')
+    if not host or not port.isdigit():
+      fail(f'--coordinator={coordinator!r}: expected HOST:PORT or auto')
+    if num_processes is None or process_id is None:
+      fail('--coordinator=HOST:PORT needs --num_processes and --process_id')
+    if not 0 <= process_id < num_processes:
+      fail(f'--process_id={process_id} must be in [0, {num_processes})')
+  import jax
+  # CPU processes exchange collectives through gloo (accelerators use their own).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  try:
+    jax.distributed.initialize(None if auto else coordinator,
+                               num_processes=None if auto else num_processes,
+                               process_id=None if auto else process_id)
+  except (RuntimeError, ValueError) as e:
+    fail(f'cannot join the job at --coordinator={coordinator}: {str(e).splitlines()[0]}')
+
+
 def run_guarded(fn, *args, **kwargs):
   """Calls fn; a user mistake becomes one line on stderr and exit status 2."""
   from absl import logging

@@ -5,6 +5,12 @@
 
 A teacher or a student trained alone has no `teacher.workdir`; a distilled
 student points `--config.teacher.workdir` at a finished teacher run.
+
+A multi-process job (several hosts, or several processes on one) runs the
+same command in every process with `--coordinator=HOST:PORT
+--num_processes=N --process_id=I`, or `--coordinator=auto` where JAX detects
+the cluster itself (SLURM, Cloud TPU, Kubernetes). All processes form one
+device mesh; process 0 writes the results.
 """
 
 import sys
@@ -17,6 +23,11 @@ from kdjax import cli
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and results.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, 'HOST:PORT of process 0 in a multi-process job, or "auto" to '
+    'detect the cluster (SLURM, Cloud TPU, Kubernetes).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in the job.')
 
 
 def _add_config_root_to_path(argv: list[str]) -> None:
@@ -46,6 +57,10 @@ def main(argv: list[str]) -> None:
     cli.fail(f'cannot load --config: {str(e).splitlines()[0]}')
   if config is None:
     cli.fail('--config is required (a file in configs/)')
+  if _COORDINATOR.value:
+    cli.init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
+    cli.fail('--num_processes and --process_id need --coordinator')
   # Import after flag parsing so that `--help` and flag errors are fast.
   from kdjax import train
   cli.run_guarded(train.train_and_evaluate, config, _WORKDIR.value)
