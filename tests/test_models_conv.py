@@ -430,3 +430,27 @@ def test_model_table_matches_to_the_stated_digits():
   assert matches(2_395_210, '2.39M')  # seed 002 cuts off.
   assert not matches(269_722, '0.28M')
   assert matches(34_290, '34,290') and not matches(34_291, '34,290')
+
+
+# torchvision's ImageNet ResNets (1000 classes): the 7x7 stem and max-pool.
+@pytest.mark.parametrize('name, expected', [
+    ('resnet18', 11_689_512), ('resnet34', 21_797_672),
+    ('resnet50', 25_557_032), ('resnet101', 44_549_160)])
+def test_imagenet_stem_gives_torchvision_counts_and_a_7x7_map(name, expected):
+  model = models.create(name, num_classes=1000, stem='imagenet')
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)), train=False))
+  assert models.count_params(variables['params']) == expected
+  # The CIFAR stem differs only in its first conv: 3x3 instead of 7x7 (3 -> 64).
+  cifar_stem = models.create(name, num_classes=1000)
+  assert expected - (49 - 9) * 3 * 64 == models.count_params(
+      _shapes(cifar_stem, (224, 224, 3))['params'])
+  features = jax.eval_shape(lambda v: model.apply(
+      v, jnp.zeros((2, 224, 224, 3)), train=False, return_features=True)[1], variables)
+  assert features['stem'].shape == (2, 56, 56, 64)
+  assert features['stage4'].shape[:3] == (2, 7, 7)
+
+
+def test_unknown_stem_is_a_config_error():
+  with pytest.raises(ConfigError, match="model.stem='vit'"):
+    models.create('resnet18', num_classes=10, stem='vit')

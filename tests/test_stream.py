@@ -146,3 +146,31 @@ def test_imagenet_streams_under_mock_data_with_a_teacher_in_the_step(tmp_path):
 def test_streamed_input_config_errors(fields, message):
   with pytest.raises(ConfigError, match=message):
     config_lib.validate(_config(**fields))
+
+
+def test_imagenet_config_runs_its_recipe_under_mock_data(tmp_path):
+  """configs/imagenet_resnet.py as shipped, with the network and sizes shrunk."""
+  from configs import imagenet_resnet
+  config = imagenet_resnet.get_config()
+  config_lib.validate(config)
+  assert config.model.name == 'resnet50' and config.optimizer.learning_rate == 0.4
+  config.model = {'name': 'cifar_resnet', 'blocks': (1, 1), 'widths': (8, 8, 16),
+                  'stem': 'imagenet', 'dtype': 'bfloat16'}
+  config.input.image_size = 32
+  config.batch_size = config.eval_batch_size = 8
+  config.num_epochs = 1
+  config.schedule.warmup_epochs = 0
+  with tfds.testing.mock_data(num_examples=16):
+    results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['image_shape'] == [32, 32, 3] and results['input_pipeline'] == 'stream'
+  assert np.isfinite(results['history'][0]['train_loss'])
+
+
+def test_every_config_file_validates():
+  import importlib
+  import pathlib
+  names = sorted(p.stem for p in pathlib.Path(__file__).parent.parent.glob('configs/*.py')
+                 if p.stem != '__init__')
+  assert 'imagenet_resnet' in names and len(names) >= 6
+  for name in names:
+    config_lib.validate(importlib.import_module(f'configs.{name}').get_config())

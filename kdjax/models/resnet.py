@@ -40,6 +40,11 @@ Registered names and the source each layout follows:
 * `cifar_resnet`: any of the above from explicit `blocks`, `widths`, `block`
   and `shortcut`.
 
+Every name takes `stem='imagenet'` for full-size images: He et al.'s 7x7
+stride-2 stem conv and a 3x3 stride-2 max-pool (a 4x smaller first feature
+map), so `resnet50` with `stem='imagenet'` and 1000 classes is torchvision's
+ResNet-50 (25,557,032 parameters).
+
 Convolutions pad explicitly by 1 (3x3) or 0 (1x1), as PyTorch does, so strided
 layers sample the same pixels as the reference implementations.
 
@@ -150,6 +155,8 @@ class ResNet(nn.Module):
     shortcut: 'A' (stride-2 subsample and zero-padded channels, no
       parameters) or 'B' (1x1 conv + BatchNorm projection), used only where a
       block changes the shape.
+    stem: 'cifar' (3x3 stride-1 conv) or 'imagenet' (7x7 stride-2 conv and a
+      3x3 stride-2 max-pool).
     dtype: computation dtype (parameters stay float32, logits are float32).
   """
   num_classes: int
@@ -157,16 +164,21 @@ class ResNet(nn.Module):
   widths: Sequence[int] = (16, 16, 32, 64)
   block: str = 'basic'
   shortcut: str = 'A'
+  stem: str = 'cifar'
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images, *, train: bool, return_features: bool = False):
     features = {}
     x = images.astype(self.dtype)
-    x = _conv(self.widths[0], 3, 1, self.dtype, 'stem_conv')(x)
+    imagenet = self.stem == 'imagenet'
+    x = _conv(self.widths[0], 7 if imagenet else 3, 2 if imagenet else 1, self.dtype,
+              'stem_conv')(x)
     x = nn.BatchNorm(use_running_average=not train, dtype=self.dtype,
                      name='stem_bn', **_BATCH_NORM)(x)
     x = nn.relu(x)
+    if imagenet:
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     features['stem'] = x
     block_cls = _BLOCKS[self.block]
     for stage, (num_blocks, width) in enumerate(
@@ -186,7 +198,7 @@ class ResNet(nn.Module):
 
 @register('cifar_resnet')
 def cifar_resnet(*, num_classes: int, blocks=(3, 3, 3), widths=(16, 16, 32, 64),
-                 block='basic', shortcut='A', dtype='float32') -> ResNet:
+                 block='basic', shortcut='A', stem='cifar', dtype='float32') -> ResNet:
   """A residual network of any depth and width for small images.
 
   Args:
@@ -197,6 +209,8 @@ def cifar_resnet(*, num_classes: int, blocks=(3, 3, 3), widths=(16, 16, 32, 64),
     block: 'basic' (two 3x3 convs) or 'bottleneck' (1x1, 3x3, 1x1 x4).
     shortcut: 'A' (parameter-free) or 'B' (1x1 conv + BatchNorm projection)
       where a block changes shape.
+    stem: 'cifar' (3x3 stride-1 conv) or 'imagenet' (7x7 stride-2 conv, then
+      a 3x3 stride-2 max-pool).
     dtype: computation dtype name, e.g. 'float32' or 'bfloat16'.
 
   Returns:
@@ -217,13 +231,15 @@ def cifar_resnet(*, num_classes: int, blocks=(3, 3, 3), widths=(16, 16, 32, 64),
     raise ConfigError(f'model.block={block!r} must be one of {sorted(_BLOCKS)}')
   if shortcut not in ('A', 'B'):
     raise ConfigError(f"model.shortcut={shortcut!r} must be 'A' or 'B'")
+  if stem not in ('cifar', 'imagenet'):
+    raise ConfigError(f"model.stem={stem!r} must be 'cifar' or 'imagenet'")
   expansion = _BLOCKS[block].expansion
   outputs = [widths[0]] + [w * expansion for w in widths[1:]]
   if shortcut == 'A' and any(b < a for a, b in zip(outputs, outputs[1:])):
     raise ConfigError(f"model.shortcut='A' zero-pads channels, so "
                       f'model.widths={widths} must not decrease')
   return ResNet(num_classes=num_classes, blocks=blocks, widths=widths,
-                block=block, shortcut=shortcut, dtype=compute_dtype(dtype))
+                block=block, shortcut=shortcut, stem=stem, dtype=compute_dtype(dtype))
 
 
 def blocks_for(total: int) -> tuple[int, int, int]:
@@ -242,9 +258,9 @@ def blocks_for(total: int) -> tuple[int, int, int]:
 
 
 def _register(name, *, blocks, widths, block='basic', shortcut):
-  def factory(*, num_classes: int, shortcut=shortcut, dtype='float32'):
+  def factory(*, num_classes: int, shortcut=shortcut, stem='cifar', dtype='float32'):
     return cifar_resnet(num_classes=num_classes, blocks=blocks, widths=widths,
-                        block=block, shortcut=shortcut, dtype=dtype)
+                        block=block, shortcut=shortcut, stem=stem, dtype=dtype)
 
   factory.__name__ = name
   factory.__doc__ = (f'{name}: blocks {blocks}, widths {widths}, {block} '
