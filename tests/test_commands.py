@@ -45,14 +45,16 @@ def test_hinton_mnist_quick_writes_every_row_and_skips_finished_stages(mnist_dat
   assert json.loads((tmp_path / 'report.json').read_text())['rows'] == report['rows']
 
 
-def test_benchmark_prints_its_table(tmp_path):
+def test_benchmark_prints_its_table(tmp_path, mnist_data_dir, monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', mnist_data_dir)  # row (e) streams the real MNIST
   out = _run('experiments.benchmark', ['--quick', '--repeats=1', f'--json={tmp_path}/b.json'])
   assert out.returncode == 0, out.stderr[-3000:]
   for fragment in ('teacher train step', 'cached teacher logits', '3x3 grid vectorised',
-                   'host loop', 'peak resident memory', '| ratio | measured | target |'):
+                   'host loop', 'streamed from TFDS', 'peak resident memory',
+                   '| ratio | measured | target |'):
     assert fragment in out.stdout, out.stdout
   data = json.loads((tmp_path / 'b.json').read_text())
-  assert len(data['ratios']) == 6 and all(r['value'] > 0 for r in data['ratios'])
+  assert len(data['ratios']) == 7 and all(r['value'] > 0 for r in data['ratios'])
   teacher = next(r for r in data['rows'] if r['name'] == '1200-1200 teacher train step')
   # XLA's count of one step: forward + backward ≈ 3 × 2 × batch × weights, within 25%.
   weights = 784 * 1200 + 1200 * 1200 + 1200 * 10
