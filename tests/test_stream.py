@@ -1,5 +1,6 @@
 """Streamed input (tf.data): order, coverage, crops, and whole runs on MNIST and ImageNet."""
 
+import json
 import os
 
 import jax
@@ -125,13 +126,15 @@ def test_imagenet_streams_under_mock_data_with_a_teacher_in_the_step(tmp_path):
     teacher = loop.train_and_evaluate(_config(**common), str(tmp_path / 'teacher'))
     student = loop.train_and_evaluate(
         _config(**common, **{'teacher.workdir': str(tmp_path / 'teacher'),
-                             'model.hidden': (8,)}),
+                             'model.hidden': (8,), 'sweep.temperature': (2.0, 4.0)}),
         str(tmp_path / 'student'))
   assert teacher['input_pipeline'] == 'stream' and teacher['image_shape'] == [16, 16, 3]
   assert teacher['num_classes'] == 1000 and teacher['steps_per_epoch'] == 3
   assert student['teacher']['cached'] is False  # streamed input: the teacher runs in the step
-  assert np.isfinite(student['history'][-1]['train_loss'])
-  assert os.path.exists(tmp_path / 'student' / 'checkpoints')
+  assert student['sweep_mode'] == 'vmap' and len(student['members']) == 2
+  for member in student['members']:  # each member a complete run of its own
+    with open(os.path.join(member['workdir'], 'results.json')) as f:
+      assert np.isfinite(json.load(f)['history'][-1]['train_loss'])
 
 
 @pytest.mark.parametrize('fields, message', [
