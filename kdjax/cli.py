@@ -42,6 +42,10 @@ def run_guarded(fn, *args, **kwargs):
   from kdjax.train.loop import Preempted
   # Library INFO logs (orbax's per-save lines) would drown the progress lines.
   logging.set_verbosity(logging.WARNING)
+  # TFDS warns about a dataset folder it cannot read before kdjax says, in one
+  # line, that the dataset is missing and how to prepare it.
+  logging.get_absl_logger().addFilter(
+      lambda record: 'has no dataset_info.json' not in record.getMessage())
   # A failed asynchronous write (full disk) is reported once, by kdjax; the
   # same failure re-logged by asyncio at exit would bury that line.
   import logging as std_logging

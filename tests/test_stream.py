@@ -177,3 +177,17 @@ def test_every_config_file_validates():
   assert 'imagenet_resnet' in names and len(names) >= 6
   for name in names:
     config_lib.validate(importlib.import_module(f'configs.{name}').get_config())
+
+
+def test_a_missing_streamed_dataset_is_one_line(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-m', 'kdjax.main', '--config=configs/imagenet_resnet.py',
+                        f'--workdir={tmp_path}/run', f'--config.data_dir={tmp_path}/tfds'],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      f"error: dataset 'imagenet2012' is not in {tmp_path}/tfds and cannot be downloaded "
+      f'here: prepare it with `tfds build imagenet2012 --data_dir=DIR` on a machine with '
+      f'internet, then copy DIR/imagenet2012 into {tmp_path}/tfds']

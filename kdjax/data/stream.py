@@ -86,6 +86,7 @@ def describe(name: str, *, data_dir: str | None, image_size: int,
            else tuple(info.image_shape))
   train_split = 'train'
   eval_splits = {'test': info.test_split}
+  _open(name, 'train', data_dir, shuffle_seed=None)  # DataError now if it is not there
   num_train = _num_examples(name, 'train', data_dir)
   if validation_fraction > 0:
     held_out = round(validation_fraction * num_train)
