@@ -25,6 +25,7 @@ _OUT = flags.DEFINE_string('out', None, 'Also write the markdown table here.')
 
 MNIST = (28, 28, 1)
 CIFAR = (32, 32, 3)
+IMAGENET = (224, 224, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Row:
 
 _HE = 'He et al. 2016, Table 6'
 _PYTORCH_CIFAR = 'pytorch-cifar layout'
+_TORCHVISION = 'torchvision, 1000 classes'
 
 ROWS = (
     Row('mlp', MNIST, (('hidden', (1200, 1200)),),
@@ -81,6 +83,10 @@ ROWS = (
                                 ('9.41M', 'seed 002'))),
     Row('vgg16', CIFAR),
     Row('vgg19', CIFAR),
+    Row('resnet18', IMAGENET, (('stem', 'imagenet'),), (('11,689,512', _TORCHVISION),),
+        num_classes=1000),
+    Row('resnet50', IMAGENET, (('stem', 'imagenet'),), (('25,557,032', _TORCHVISION),),
+        num_classes=1000),
 )
 
 NOTES = """\
@@ -88,7 +94,7 @@ NOTES = """\
   not counted. PyTorch counters (thop) report multiply-adds over the full
   kernel: seed 002's VGG13 "229.61M FLOPs" is that count at 32x32 (about
   228M multiply-adds in the convolutions); its ResNet18 "1.8G" is the
-  ImageNet (224x224) figure.
+  ImageNet (224x224) figure, the `resnet18(stem=imagenet)` row here.
 - Seed 002 does not describe its LinearTeacher and LinearStudent; its counts
   are those of Hinton's 784-1200-1200-10 and 784-800-800-10 MLPs.
 - Seed 000, Table 1 gives 33,716,800 (teacher) and 11,206,400 (student) as
