@@ -191,3 +191,16 @@ def test_a_missing_streamed_dataset_is_one_line(tmp_path):
       f"error: dataset 'imagenet2012' is not in {tmp_path}/tfds and cannot be downloaded "
       f'here: prepare it with `tfds build imagenet2012 --data_dir=DIR` on a machine with '
       f'internet, then copy DIR/imagenet2012 into {tmp_path}/tfds']
+
+
+def test_fixed_size_images_are_resized_whole(mnist_data_dir):
+  info = stream.describe('mnist', data_dir=mnist_data_dir, image_size=14)
+  assert info.image_shape == (14, 14, 1)
+  (batch, valid), *_ = stream.eval_batches(info, 'test', data_dir=mnist_data_dir,
+                                           batch_size=100)
+  test = data.load('mnist', data_dir=mnist_data_dir).test
+  expected = tf.image.resize(test.images[:100], (14, 14), antialias=True).numpy()
+  np.testing.assert_array_equal(batch['images'], np.clip(np.round(expected), 0, 255))
+  train = next(stream.train_batches(info, data_dir=mnist_data_dir, global_batch_size=10,
+                                    steps=1, seed=0, epoch=1, shuffle_buffer=10))
+  assert train['images'].shape == (10, 14, 14, 1)

@@ -12,8 +12,9 @@ Images of datasets whose sizes vary are brought to `image_size` × `image_size`
 with the usual ImageNet recipe: training takes an Inception-style random crop
 (8 %–100 % of the area, aspect ratio 3/4–4/3) resized to the target;
 evaluation resizes the shorter side to `image_size / 0.875` and takes the
-central crop. Fixed-size datasets are passed through unchanged (their
-augmentation runs on the devices inside the train step).
+central crop. Fixed-size datasets keep their images, or are resized whole to
+`image_size` when it differs (e.g. CIFAR for a network built for larger
+inputs); their augmentation runs on the devices inside the train step.
 """
 
 import collections
@@ -149,8 +150,18 @@ def _resize(image: tf.Tensor, size) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def _needs_resize(name: str, shape) -> bool:
-  return tuple(catalog.get_info(name).image_shape or ()) != tuple(shape)
+def _transform(name: str, shape, training: bool):
+  """The host-side image transform bringing `name`'s images to `shape`, or None."""
+  stored = catalog.get_info(name).image_shape
+  size = shape[0]
+  if stored is None:  # sizes vary: the ImageNet crops
+    if training:
+      return lambda image, seed: _inception_crop(image, size, seed)
+    return lambda image: _central_crop(image, size)
+  if tuple(stored) == tuple(shape):
+    return None
+  resize = lambda image: _resize(image, (size, size))
+  return (lambda image, seed: resize(image)) if training else resize
 
 
 def train_batches(info: StreamInfo, *, data_dir: str | None, global_batch_size: int,
@@ -168,11 +179,11 @@ def train_batches(info: StreamInfo, *, data_dir: str | None, global_batch_size: 
   ds = _open(info.name, tfds.split_for_jax_process(info.train_split), data_dir,
              shuffle_seed=epoch_seed)
   ds = ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-  if _needs_resize(info.name, info.image_shape):
-    size = info.image_shape[0]
+  transform = _transform(info.name, info.image_shape, training=True)
+  if transform is not None:
     crop_seeds = tf.data.Dataset.random(seed=epoch_seed).batch(2)
     ds = tf.data.Dataset.zip((ds, crop_seeds)).map(
-        lambda example, crop_seed: (_inception_crop(example[0], size, crop_seed), example[1]),
+        lambda example, crop_seed: (transform(example[0], crop_seed), example[1]),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True).take(steps)
   ds = ds.map(_as_batch).prefetch(host_prefetch)
@@ -195,9 +206,9 @@ def eval_batches(info: StreamInfo, split: str, *, data_dir: str | None,
   """
   data_dir = data_dir or loading.default_data_dir()
   ds = _open(info.name, split, data_dir, shuffle_seed=None)
-  if _needs_resize(info.name, info.image_shape):
-    size = info.image_shape[0]
-    ds = ds.map(lambda image, label: (_central_crop(image, size), label),
+  transform = _transform(info.name, info.image_shape, training=False)
+  if transform is not None:
+    ds = ds.map(lambda image, label: (transform(image), label),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size).map(_as_batch).prefetch(2)
   for batch in tfds.as_numpy(ds):
