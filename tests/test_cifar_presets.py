@@ -57,10 +57,10 @@ def test_the_presets_cover_the_seeds_models():
 
 @pytest.fixture(scope='module')
 def cifar_batch(tmp_path_factory):
-  with tfds.testing.mock_data(num_examples=8):
+  with tfds.testing.mock_data(num_examples=4):
     dataset = data.load('cifar10', data_dir=str(tmp_path_factory.mktemp('tfds')))
-  return dataset, {'images': np.asarray(dataset.train.images[:8]),
-                   'labels': np.asarray(dataset.train.labels[:8], np.int32)}
+  return dataset, {'images': np.asarray(dataset.train.images[:4]),
+                   'labels': np.asarray(dataset.train.labels[:4], np.int32)}
 
 
 def _create(config, name):

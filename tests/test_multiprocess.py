@@ -22,9 +22,9 @@ def _args(workdir, data_dir, pipeline):
   return [sys.executable, '-m', 'kdjax.main', '--config=configs/mnist_student.py',
           f'--workdir={workdir}', f'--config.data_dir={data_dir}', '--config.model.hidden=(64,)',
           f'--config.input.pipeline={pipeline}', f'--config.num_epochs={1 if streamed else 2}',
-          f'--config.batch_size={1000 if streamed else 100}',
+          f'--config.batch_size={2000 if streamed else 100}',
           f'--config.train_examples={0 if streamed else 2000}',
-          '--config.eval_batch_size=2000', '--config.augment.max_shift=1']
+          f'--config.eval_batch_size={5000 if streamed else 2000}', '--config.augment.max_shift=1']
 
 
 def _free_port() -> int:
@@ -73,7 +73,7 @@ def test_two_processes_equal_one_process_with_two_devices(mnist_data_dir, tmp_pa
 def test_two_processes_stream_their_own_shares(mnist_data_dir, tmp_path):
   results = _two_processes(tmp_path / 'stream', mnist_data_dir, 'stream')
   assert results['devices'] == 2 and results['test_accuracy'] > 0.85
-  assert results['input_pipeline'] == 'stream' and results['steps_per_epoch'] == 60
+  assert results['input_pipeline'] == 'stream' and results['steps_per_epoch'] == 30
 
 
 def test_bad_cluster_flags_are_one_line_errors(tmp_path):
