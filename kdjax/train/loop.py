@@ -38,9 +38,6 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-_replicated = feed_lib.replicated
-
-
 def _prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> dict | None:
   """Checks the workdir; returns the finished results if the run is done."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -237,10 +234,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     augmented = config.augment.max_shift > 0 or config.augment.flip
     cache = config.teacher.cache
     cache_teacher = (not augmented and feed.mode == 'device') if cache == 'auto' else bool(cache)
-  state = _replicated(mesh, state)
-  hparams = _replicated(mesh, hparams)
+  state = feed_lib.replicated(mesh, state)
+  hparams = feed_lib.replicated(mesh, hparams)
   if teacher_variables is not None:
-    teacher_variables = _replicated(mesh, teacher_variables)
+    teacher_variables = feed_lib.replicated(mesh, teacher_variables)
 
   predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
                                   batch_size=config.eval_batch_size, num_members=num_members)
