@@ -343,7 +343,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_scalars(epoch * steps_per_epoch, {
             prefix + k: v for k, v in record.items() if k not in ('epoch', 'step')})
       if epoch % config.log_every_epochs == 0 or epoch == config.num_epochs:
-        remaining = (config.num_epochs - epoch) * train_seconds / (epoch - start_epoch)
+        remaining = ((config.num_epochs - epoch) * (train_seconds - resumed_seconds)
+                     / (epoch - start_epoch))  # from the epochs run in this process
         shown = history[0][-1]
         accuracies = ''.join(f'  {name} {100 * shown[f"{name}_accuracy"]:.2f}%'
                              for name in ('train', 'validation', 'test')
