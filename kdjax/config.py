@@ -34,7 +34,7 @@ def default() -> ml_collections.ConfigDict:
   c.dataset = 'mnist'
   c.data_dir = ''  # '' = $TFDS_DATA_DIR or tfds' default
   c.validation_fraction = 0.0  # carved from train with validation_seed
-  c.validation_seed = 0
+  c.validation_seed = 0  # also seeds the train_examples subset: how the data is split
   # The transfer set: train examples of these classes are dropped / kept.
   c.omit_classes = ()
   c.keep_classes = ()
@@ -56,6 +56,9 @@ def default() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.max_shift = 0  # random translation ("jitter") / pad-and-crop, in pixels
   c.augment.flip = False  # random horizontal flip
+  # Mirrored digits and clothes are not the same classes: flips on 1-channel
+  # datasets (MNIST, Fashion-MNIST) are refused unless this says they are meant.
+  c.augment.allow_flip = False
 
   # `name` picks the registered model; the other fields are that family's options.
   c.model = ml_collections.ConfigDict({'name': 'mlp', 'hidden': (800, 800)})
@@ -91,11 +94,16 @@ def default() -> ml_collections.ConfigDict:
   # 'auto': cache the teacher's logits once when the student's inputs are not
   # augmented; otherwise run the teacher inside the train step.
   c.teacher.cache = ml_collections.FieldReference('auto', field_type=object)
+  # A teacher trained on another dataset (same classes and image shape) is
+  # refused unless this marks the run as a deliberate transfer experiment.
+  c.teacher.allow_other_dataset = False
 
   c.distill = ml_collections.ConfigDict()
   c.distill.temperature = 4.0
   c.distill.alpha = 0.9  # weight of the soft-target term
   c.distill.kind = 'kl'
+  # What the train step minimises (kdjax.objectives' registry).
+  c.distill.objective = 'logit_kd'
   # Seed 004's way to write the same mixture; when set they replace alpha.
   c.distill.distillation_weight = config_dict.placeholder(float)
   c.distill.ce_weight = config_dict.placeholder(float)
@@ -113,6 +121,9 @@ def default() -> ml_collections.ConfigDict:
   # or off the CPU, loop for conv nets on the CPU, where XLA runs a vmapped
   # (grouped) convolution slower than the members one by one.
   c.sweep.mode = 'auto'
+  # A member of a seed sweep also gets its own example order:
+  # data_seed = config.data_seed + (member seed − config.seed).
+  c.sweep.couple_data_seed = True
 
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2
@@ -217,6 +228,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _fail('schedule.decay_rate', c.schedule.decay_rate, 'must be in (0, 1]')
   if c.augment.max_shift < 0:
     _fail('augment.max_shift', c.augment.max_shift, 'must be >= 0')
+  shape = catalog.get_info(c.dataset).image_shape
+  if c.augment.flip and shape is not None and shape[-1] == 1 and not c.augment.allow_flip:
+    _fail('augment.flip', True, f'{c.dataset} is grayscale (digits or clothes), where a mirror '
+          'image is not the same class; set augment.allow_flip=True if it is meant')
   if isinstance(c.train_examples, bool) or not isinstance(c.train_examples, int) or (
       c.train_examples < 0):
     _fail('train_examples', c.train_examples, 'must be a whole number >= 0 (0 = all)')
@@ -225,6 +240,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     _fail('keep_classes', c.keep_classes, 'cannot be combined with omit_classes')
   if c.teacher.cache not in TEACHER_CACHE:
     _fail('teacher.cache', c.teacher.cache, "must be 'auto', True or False")
+  if c.teacher.cache is True and (c.augment.max_shift > 0 or c.augment.flip):
+    _fail('teacher.cache', True, 'cached teacher logits are of un-augmented images while the '
+          "student sees augmented ones; use teacher.cache='auto' (the teacher runs in the step)")
+  from kdjax import objectives
+  if c.distill.objective not in objectives.names():
+    _fail('distill.objective', c.distill.objective,
+          f'unknown; known: {", ".join(objectives.names())}')
   if c.teacher.workdir:
     _positive(c, 'distill.temperature')
     if c.distill.kind not in losses.SOFT_LOSS_KINDS:
@@ -249,6 +271,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
   if c.sweep.mode not in ('auto', 'vmap', 'loop'):
     _fail('sweep.mode', c.sweep.mode, "must be 'auto', 'vmap' or 'loop'")
+  if (len(c.sweep.seed) > 1 and c.sweep.couple_data_seed and input_pipeline(c) == 'stream'):
+    if sweep_mode(c) == 'vmap':
+      _fail('sweep.couple_data_seed', True, 'a vectorised sweep over streamed input shares one '
+            "data order; set sweep.couple_data_seed=False or sweep.mode='loop'")
   for axis in SWEEP_AXES:
     if len(set(c.sweep[axis])) != len(c.sweep[axis]):
       _fail(f'sweep.{axis}', tuple(c.sweep[axis]), 'values must not repeat')
@@ -257,11 +283,21 @@ def validate(c: ml_collections.ConfigDict) -> None:
           'sweeping distillation settings needs teacher.workdir')
 
 
+def sweep_mode(c: ml_collections.ConfigDict) -> str:
+  """'vmap' or 'loop': how a sweep's members train (`config.sweep.mode`, resolved)."""
+  if c.sweep.mode != 'auto':
+    return c.sweep.mode
+  import jax
+  dense = c.model.name == 'mlp'
+  return 'vmap' if dense or jax.default_backend() != 'cpu' else 'loop'
+
+
 def sweep_members(c: ml_collections.ConfigDict) -> list[dict]:
   """The members of `config.sweep` (cartesian product), [] when nothing is swept.
 
-  Each member is a dict with `label` (its sub-directory name) and one value
-  per sweepable field: `temperature`, `alpha`, `seed`, `learning_rate`, `kind`.
+  Each member is a dict with `label` (its sub-directory name), one value
+  per sweepable field (`temperature`, `alpha`, `seed`, `learning_rate`,
+  `kind`) and its `data_seed` (see `sweep.couple_data_seed`).
   """
   import itertools
   axes = {'temperature': tuple(c.sweep.temperature) or (c.distill.temperature,),
@@ -281,6 +317,8 @@ def sweep_members(c: ml_collections.ConfigDict) -> list[dict]:
         label_prefix[k] + (member[k] if k == 'kind' else f'{member[k]:g}') for k in swept)
     member.update(temperature=float(member['temperature']), alpha=float(member['alpha']),
                   seed=int(member['seed']), learning_rate=float(member['learning_rate']))
+    member['data_seed'] = int(c.data_seed) + (
+        member['seed'] - int(c.seed) if c.sweep.couple_data_seed else 0)
     members.append(member)
   return members
 
@@ -297,6 +335,7 @@ def member_config(c: ml_collections.ConfigDict, member: dict) -> ml_collections.
   m.distill.kind = member['kind']
   m.optimizer.learning_rate = member['learning_rate']
   m.seed = member['seed']
+  m.data_seed = member['data_seed']
   m.lock()
   return m
 

@@ -41,7 +41,11 @@ def group(rows: list[dict], keys=('temperature', 'alpha')) -> dict[tuple, list[d
 
 
 def plot_curves(history: list[dict], path: str, title: str = '') -> None:
-  """Train loss and accuracies against epochs, side by side."""
+  """Train loss and accuracies against epochs, side by side.
+
+  Each curve has a point only where it was measured: train metrics every
+  epoch, validation and test accuracy on the evaluated epochs.
+  """
   epochs = [h['epoch'] for h in history]
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
   ax_loss.plot(epochs, [h['train_loss'] for h in history], marker='o')
@@ -50,8 +54,10 @@ def plot_curves(history: list[dict], path: str, title: str = '') -> None:
   ax_loss.set_yscale('log')
   for key, label in (('train_accuracy', 'train'), ('validation_accuracy', 'validation'),
                      ('test_accuracy', 'test')):
-    if any(key in h for h in history):
-      ax_acc.plot(epochs, [100 * h[key] for h in history if key in h], marker='o', label=label)
+    measured = [h for h in history if key in h]
+    if measured:
+      ax_acc.plot([h['epoch'] for h in measured], [100 * h[key] for h in measured], marker='o',
+                  label=label)
   ax_acc.set_xlabel('epoch')
   ax_acc.set_ylabel('accuracy (%)')
   ax_acc.legend()

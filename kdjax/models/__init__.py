@@ -59,6 +59,18 @@ def create(name: str, *, num_classes: int, **kwargs) -> nn.Module:
     raise ConfigError(f'model {name!r} does not accept these options: {e}') from None
 
 
+def options(model_config) -> dict:
+  """A config's model block as `create` keyword arguments (all but `name`)."""
+  out = model_config.to_dict()
+  out.pop('name', None)
+  return out
+
+
+def from_config(model_config, *, num_classes: int) -> nn.Module:
+  """The model a config's `model` block names, with its options."""
+  return create(model_config.name, num_classes=num_classes, **options(model_config))
+
+
 def compute_dtype(dtype):
   """Parses a model's `dtype` option; ConfigError unless it is a float dtype."""
   import jax.numpy as jnp

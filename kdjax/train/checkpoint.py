@@ -105,21 +105,26 @@ def _reason(error: BaseException) -> str:
   return f'{type(error).__name__}: {text[:200]}'.rstrip(': ')
 
 
-def restore_variables(workdir: str, epoch: int, abstract_state):
-  """Reads params and model state of another run (a teacher) without changing it."""
+def restore_variables(workdir: str, epoch: int):
+  """Reads params and model state of another run (a teacher) without changing it.
+
+  Restored as saved, without a target: the teacher's optimizer state and
+  bookkeeping fields are not needed, so a teacher saved by an earlier
+  version of the train state still loads.
+  """
   with _absl_verbosity(logging.ERROR):  # orbax warns that read-only is read-only
     manager = ocp.CheckpointManager(
         os.path.join(os.path.abspath(workdir), 'checkpoints'),
         options=ocp.CheckpointManagerOptions(read_only=True, create=False),
         item_names=('state', 'meta'))
   try:
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    restored = manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target)))
+    with _absl_verbosity(logging.ERROR):
+      state = manager.restore(epoch, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore()))['state']
+    variables = {'params': state['params'], **(state.get('model_state') or {})}
   except Exception as e:  # orbax raises many types for unreadable data
     raise WorkdirError(f'teacher checkpoint {manager.directory}/{epoch} cannot be read '
                        f'({type(e).__name__}); retrain the teacher') from None
   finally:
     manager.close()
-  state = restored['state']
-  return {'params': state.params, **state.model_state}
+  return variables

@@ -36,6 +36,39 @@ def replicated(mesh: Mesh, tree):
   return jax.tree.map(put, tree)
 
 
+def build(config, mesh: Mesh):
+  """The dataset (held or described) and the feed `config.input.pipeline` asks for."""
+  from kdjax import config as config_lib
+  if config_lib.input_pipeline(config) == 'device':
+    dataset = data_lib.load(config.dataset, data_dir=config.data_dir or None,
+                            validation_fraction=config.validation_fraction,
+                            validation_seed=config.validation_seed)
+    return dataset, DeviceFeed(config, dataset, training_examples(dataset.train, config), mesh)
+  info = data_lib.stream.describe(config.dataset, data_dir=config.data_dir or None,
+                                  image_size=config.input.image_size,
+                                  validation_fraction=config.validation_fraction)
+  return info, StreamFeed(config, info, mesh)
+
+
+def training_examples(split: data_lib.Split, config) -> data_lib.Split:
+  """The training examples the config asks for: class filters, then the subset."""
+  keep = np.ones(len(split.labels), bool)
+  if len(config.omit_classes):
+    keep &= ~np.isin(split.labels, list(config.omit_classes))
+  if len(config.keep_classes):
+    keep &= np.isin(split.labels, list(config.keep_classes))
+  indices = np.flatnonzero(keep)
+  if config.train_examples:
+    if config.train_examples > len(indices):
+      raise ConfigError(f'config.train_examples={config.train_examples} exceeds the '
+                        f'{len(indices)} training examples available')
+    # The subset is part of what the data is, like the validation split: it
+    # stays put when data_seed (the example order) changes with a member's seed.
+    chosen = np.random.default_rng(config.validation_seed).permutation(len(indices))
+    indices = np.sort(indices[chosen[:config.train_examples]])
+  return data_lib.Split(images=split.images[indices], labels=split.labels[indices])
+
+
 def _check_batch_sizes(config, num_examples: int) -> int:
   """The steps per epoch; ConfigError for batch sizes the devices cannot split."""
   num_devices = jax.device_count()
@@ -84,17 +117,23 @@ class DeviceFeed:
     self.data['teacher_logits'] = teacher_predict(teacher_variables,
                                                   padded)[:self.num_train_examples]
 
-  def batch_shapes(self) -> dict:
-    """Shapes and dtypes of one training batch (for cost analysis)."""
-    return {k: jax.ShapeDtypeStruct((self._config.batch_size, *v.shape[1:]), v.dtype)
+  def batch_shapes(self, member_orders: bool = False, num_members: int = 0) -> dict:
+    """Shapes and dtypes of one training batch (for cost analysis).
+
+    With `member_orders`, one batch per member (a leading member axis).
+    """
+    lead = (num_members, self._config.batch_size) if member_orders else (
+        self._config.batch_size,)
+    return {k: jax.ShapeDtypeStruct((*lead, *v.shape[1:]), v.dtype)
             for k, v in self.data.items()}
 
   def compile(self, train_step, *, num_members: int, state, teacher_variables, hparams,
-              data_rng) -> float:
+              data_rng, member_orders: bool = False) -> float:
     """Compiles the epoch program; returns the seconds it took."""
     epoch_fn = step_lib.make_epoch(train_step, mesh=self._mesh,
                                    batch_size=self._config.batch_size,
-                                   steps_per_epoch=self.steps_per_epoch, num_members=num_members)
+                                   steps_per_epoch=self.steps_per_epoch, num_members=num_members,
+                                   member_orders=member_orders)
     start = time.perf_counter()
     self._epoch = epoch_fn.lower(state, self.data, teacher_variables, hparams,
                                  data_rng).compile()
@@ -103,8 +142,11 @@ class DeviceFeed:
   def run_epoch(self, state, teacher_variables, hparams, data_rng, epoch: int, stop_requested):
     """One epoch. Returns (state, per-step metrics as numpy [steps, M], finished=True)."""
     del stop_requested  # an epoch is one program: it always runs to its end
-    state, metrics = self._epoch(state, self.data, teacher_variables, hparams,
-                                 jax.random.fold_in(data_rng, epoch))
+    if data_rng.ndim > 1:  # one key per member
+      order_rng = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_rng, epoch)
+    else:
+      order_rng = jax.random.fold_in(data_rng, epoch)
+    state, metrics = self._epoch(state, self.data, teacher_variables, hparams, order_rng)
     return state, _metrics_table(metrics, self.steps_per_epoch), True
 
   def eval_logits(self, predict, variables, num_members: int) -> dict:
@@ -139,14 +181,18 @@ class StreamFeed:
     self.labels = {}
     self._step = None
 
-  def batch_shapes(self) -> dict:
+  def batch_shapes(self, member_orders: bool = False, num_members: int = 0) -> dict:
+    del member_orders, num_members  # streamed members share the batches
     shape = (self._config.batch_size, *self._info.image_shape)
     return {'images': jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=self._sharding),
             'labels': jax.ShapeDtypeStruct(shape[:1], jnp.int32, sharding=self._sharding)}
 
   def compile(self, train_step, *, num_members: int, state, teacher_variables, hparams,
-              data_rng) -> float:
+              data_rng, member_orders: bool = False) -> float:
     del data_rng  # tf.data orders the examples
+    if member_orders:  # refused earlier by config validation; a guard for direct callers
+      raise ConfigError('streamed members share one data order; set '
+                        "sweep.couple_data_seed=False or sweep.mode='loop'")
     step_fn = train_step
     if num_members:
       step_fn = jax.vmap(train_step, in_axes=(0, None, None, 0))

@@ -1,370 +1,206 @@
-"""One run: a teacher, a student alone, or a distilled student, end to end.
+"""One run, end to end: a teacher, a student alone, a distilled student, or a sweep.
 
-config → dataset on device → student (and teacher logits, cached or inline)
-→ loss → compiled epochs → eval → checkpoints → results.json.
+The driver `train_and_evaluate` reads as its stages:
+
+  prepare the run   validate, refuse what cannot run, workdir (resume or finished)
+  build the input   dataset + feed (held on the devices, or streamed)
+  build students    model, optimizer, state and hparams over the `Members`
+  attach teacher    loaded, cached or run in the step (kdjax.train.teacher)
+  compile           the epoch (or step) program and the eval program
+  train epochs      restore-or-start, then epochs with evaluation, records,
+                    progress lines, checkpoints, NaN and preemption handling
+  finish            final evaluation, results.json, logits, plots (kdjax.train.results)
 """
 
+import dataclasses
 import os
-import shutil
-import signal
-import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
 
 from kdjax import config as config_lib
-from kdjax import data as data_lib
-from kdjax import losses, models, report
-from kdjax.errors import ConfigError, NonFiniteLossError, WorkdirError
+from kdjax import models
+from kdjax.errors import NonFiniteLossError, KDError
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import feed as feed_lib
-from kdjax.train import optim, step as step_lib
+from kdjax import objectives as objective_lib
+from kdjax.train import optim, preflight
+from kdjax.train import progress as progress_lib
+from kdjax.train import results as results_lib
+from kdjax.train import step as step_lib
+from kdjax.train import sweep as sweep_lib
+from kdjax.train import teacher as teacher_lib
+from kdjax.train import workdir as workdir_lib
+from kdjax.train.teacher import check_workdir as check_teacher_workdir  # noqa: F401
 
-CONFIG_FILE = 'config.json'
-RESULTS_FILE = 'results.json'
+CONFIG_FILE = workdir_lib.CONFIG_FILE
+RESULTS_FILE = workdir_lib.RESULTS_FILE
+say = progress_lib.say
 
 
 class Preempted(Exception):
   """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
 
 
-def _say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
-
-
-def _prepare_workdir(workdir: str, config_dict: dict, overwrite: bool) -> dict | None:
-  """Checks the workdir; returns the finished results if the run is done."""
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise WorkdirError(f'workdir {workdir} exists and is not a directory')
-  try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise WorkdirError(f'workdir {workdir} cannot be created: {e.strerror}') from None
-  try:  # os.access says yes to root even on read-only mounts: really write
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write-probe-'):
-      pass
-  except OSError as e:
-    raise WorkdirError(f'workdir {workdir} is not writable: {e.strerror}') from None
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  results_path = os.path.join(workdir, RESULTS_FILE)
-  if os.path.exists(config_path):
-    # Fields added to kdjax since that run was saved take their defaults.
-    saved = config_lib.to_json_dict(config_lib.from_json_dict(report.read_json(config_path)))
-    changed = config_lib.differing_fields(saved, config_dict)
-    if changed and not overwrite:
-      raise WorkdirError(
-          f'workdir {workdir} holds a run with a different config '
-          f'({", ".join(changed[:6])}{", ..." if len(changed) > 6 else ""}); '
-          'use another --workdir, or pass --config.overwrite=True to replace that run')
-    if changed:
-      for name in ('checkpoints', RESULTS_FILE):
-        path = os.path.join(workdir, name)
-        if os.path.isdir(path):
-          shutil.rmtree(path)
-        elif os.path.exists(path):
-          os.remove(path)
-    elif os.path.exists(results_path):
-      return report.read_json(results_path)
-  report.write_json(config_path, config_dict)
-  return None
-
-
-def _filter_classes(split: data_lib.Split, config) -> data_lib.Split:
-  """The training examples the config asks for: class filters, then the subset."""
-  keep = np.ones(len(split.labels), bool)
-  if len(config.omit_classes):
-    keep &= ~np.isin(split.labels, list(config.omit_classes))
-  if len(config.keep_classes):
-    keep &= np.isin(split.labels, list(config.keep_classes))
-  indices = np.flatnonzero(keep)
-  if config.train_examples:
-    if config.train_examples > len(indices):
-      raise ConfigError(f'config.train_examples={config.train_examples} exceeds the '
-                        f'{len(indices)} training examples available')
-    chosen = np.random.default_rng(config.data_seed).permutation(len(indices))
-    indices = np.sort(indices[chosen[:config.train_examples]])
-  return data_lib.Split(images=split.images[indices], labels=split.labels[indices])
-
-
-def _model_options(model_config: ml_collections.ConfigDict) -> dict:
-  options = model_config.to_dict()
-  options.pop('name')
-  return options
-
-
-def check_teacher_workdir(workdir: str) -> None:
-  """Raises WorkdirError unless `workdir` holds a finished kdjax run."""
-  if not os.path.isdir(workdir):
-    raise WorkdirError(f'config.teacher.workdir={workdir} does not exist; train the teacher first')
-  if not os.path.exists(os.path.join(workdir, CONFIG_FILE)):
-    raise WorkdirError(f'config.teacher.workdir={workdir} holds no kdjax run '
-                       f'({CONFIG_FILE} missing)')
-  if not os.path.exists(os.path.join(workdir, RESULTS_FILE)):
-    raise WorkdirError(f'config.teacher.workdir={workdir} holds an unfinished run; '
-                       'finish the teacher first (rerun its command)')
-
-
-def load_teacher(config, dataset: data_lib.Dataset):
-  """The finished teacher named by `config.teacher.workdir`.
-
-  Returns:
-    (teacher_model, teacher_variables as host arrays, teacher results dict).
-  """
-  workdir = os.path.abspath(config.teacher.workdir)
-  results_path = os.path.join(workdir, RESULTS_FILE)
-  config_path = os.path.join(workdir, CONFIG_FILE)
-  check_teacher_workdir(workdir)
-  teacher_results = report.read_json(results_path)
-  teacher_config = config_lib.from_json_dict(report.read_json(config_path))
-  if teacher_config.dataset != config.dataset:
-    teacher_info = data_lib.DATASETS[teacher_config.dataset]
-    student_info = data_lib.DATASETS[config.dataset]
-    if teacher_info.num_classes != student_info.num_classes:
-      raise ConfigError(
-          f'teacher has {teacher_info.num_classes} classes ({teacher_config.dataset}) but '
-          f'config.dataset={config.dataset!r} has {student_info.num_classes}')
-  if tuple(teacher_results.get('image_shape', dataset.image_shape)) != tuple(dataset.image_shape):
-    raise ConfigError(f'teacher input shape {tuple(teacher_results["image_shape"])} differs from '
-                      f'the student\'s {tuple(dataset.image_shape)}')
-  teacher_model = models.create(teacher_config.model.name, num_classes=dataset.num_classes,
-                                **_model_options(teacher_config.model))
-  tx = optim.optimizer(teacher_config, teacher_results.get('steps_per_epoch', 1))
-  abstract = jax.eval_shape(
-      lambda: step_lib.init_state(teacher_model, tx, jax.random.PRNGKey(0), dataset.image_shape))
-  variables = checkpoint_lib.restore_variables(
-      workdir, teacher_results['final_checkpoint_epoch'], abstract)
-  return teacher_model, variables, teacher_results
-
-
-def _format_seconds(seconds: float) -> str:
-  seconds = int(round(seconds))
-  if seconds < 60:
-    return f'{seconds}s'
-  if seconds < 3600:
-    return f'{seconds // 60}m{seconds % 60:02d}s'
-  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
-
-
-def _member_slice(tree, index: int | None):
-  return tree if index is None else jax.tree.map(lambda x: x[index], tree)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains one model, or a vectorised sweep of students, as `config` says.
+  """Trains one model, or a sweep of students, as `config` says.
 
   Everything goes into `workdir`: config.json, orbax checkpoints, TensorBoard
   summaries, results.json, logits.npz and curves.png. A sweep
-  (`config.sweep`) trains all its members in one compiled program and gives
-  each member a complete run directory of its own under `workdir/members/`
-  (usable as a teacher); the sweep's results.json lists the members.
-  Re-running with the same workdir resumes from the latest checkpoint; a
-  finished run is returned as it is.
+  (`config.sweep`) gives each member a complete run directory of its own
+  under `workdir/members/` (usable as a teacher); the sweep's results.json
+  lists the members, their mean ± std over seeds and the member chosen on
+  validation. Re-running with the same workdir resumes from the latest
+  checkpoint; a finished run is returned as it is.
 
   Returns:
     The results dict also written to `<workdir>/results.json`.
 
   Raises:
-    KDError: for any mistake in the config, the data or the workdir.
+    KDError: for any mistake in the config, the data or the workdir, found
+      before anything is written where it can be.
+  """
+  workdir = os.path.abspath(workdir)
+  finished = prepare(config, workdir)
+  if finished is not None:
+    say(f'{workdir} holds a finished run with this config: nothing to do')
+    return finished
+  members = sweep_lib.Members.of(config)
+  if members.mode == 'loop':
+    return train_in_turn(config, workdir, members)
+  run = build(config, workdir, members)
+  state, progress = train_epochs(run)
+  return finish(run, state, progress)
+
+
+def prepare(config, workdir: str) -> dict | None:
+  """Checks everything that can be checked, then readies the workdir.
+
+  Returns the finished results when the workdir already holds this run.
   """
   config_lib.validate(config)
-  workdir = os.path.abspath(workdir)
+  preflight.check(config)
   if config.teacher.workdir:
-    check_teacher_workdir(os.path.abspath(config.teacher.workdir))
-  config_dict = config_lib.to_json_dict(config)
-  finished = _prepare_workdir(workdir, config_dict, config.overwrite)
-  if finished is not None:
-    _say(f'{workdir} holds a finished run with this config: nothing to do')
-    return finished
-  members = config_lib.sweep_members(config)
-  if members and _sweep_mode(config) == 'loop':
-    return _train_members_in_turn(config, workdir, members, config_dict)
-  num_members = len(members)
-  # Plain runs keep unstacked state; `index` picks a member out of a sweep.
-  indices = list(range(num_members)) if members else [None]
+    teacher_lib.check(config)
+  return workdir_lib.prepare(workdir, config_lib.to_json_dict(config), config.overwrite)
 
+
+@dataclasses.dataclass
+class Run:
+  """The objects a run's stages build and the epoch loop uses."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  members: sweep_lib.Members
+  dataset: object
+  feed: object
+  model: object
+  state: step_lib.TrainState
+  hparams: dict
+  num_params: int
+  teacher: teacher_lib.Teacher | None
+  train_step: object
+  predict: object
+  data_rng: jax.Array
+  timing: dict
+
+
+def build(config, workdir: str, members: sweep_lib.Members) -> Run:
+  """Input, students, teacher and compiled programs of a run trained in one program."""
   mesh = step_lib.data_mesh()
-  if config_lib.input_pipeline(config) == 'device':
-    dataset = data_lib.load(config.dataset, data_dir=config.data_dir or None,
-                            validation_fraction=config.validation_fraction,
-                            validation_seed=config.validation_seed)
-    feed = feed_lib.DeviceFeed(config, dataset, _filter_classes(dataset.train, config), mesh)
-  else:
-    dataset = data_lib.stream.describe(config.dataset, data_dir=config.data_dir or None,
-                                       image_size=config.input.image_size,
-                                       validation_fraction=config.validation_fraction)
-    feed = feed_lib.StreamFeed(config, dataset, mesh)
-  num_devices = jax.device_count()
-  steps_per_epoch = feed.steps_per_epoch
-
-  model = models.create(config.model.name, num_classes=dataset.num_classes,
-                        **_model_options(config.model))
-  tx = optim.optimizer(config, steps_per_epoch)
-
-  def init(seed):
-    return step_lib.init_state(model, tx, jax.random.PRNGKey(seed), dataset.image_shape)
-
-  if members:
-    state = step_lib.init_fast(jax.vmap(init), jnp.array([m['seed'] for m in members]))
-    hparams = {'temperature': np.array([m['temperature'] for m in members], np.float32),
-               'alpha': np.array([m['alpha'] for m in members], np.float32)}
-    if len(config.sweep.learning_rate):
-      # The optimizer is built for config.optimizer.learning_rate; each member
-      # scales its updates to its own rate (exact: updates are linear in it).
-      hparams['lr_scale'] = np.array(
-          [m['learning_rate'] / config.optimizer.learning_rate for m in members], np.float32)
-    if len(config.sweep.kind):
-      hparams['kind'] = np.array([losses.SOFT_LOSS_KINDS.index(m['kind']) for m in members],
-                                 np.int32)
-  else:
-    state = step_lib.init_fast(init, jnp.int32(config.seed))
-    hparams = {'temperature': np.float32(config.distill.temperature),
-               'alpha': np.float32(config_lib.alpha(config))}
-  num_params = models.count_params(_member_slice(state.params, 0 if members else None))
-
-  teacher_model = teacher_variables = teacher_results = None
-  cache_teacher = False
-  if config.teacher.workdir:
-    teacher_model, teacher_variables, teacher_results = load_teacher(config, dataset)
-    augmented = config.augment.max_shift > 0 or config.augment.flip
-    cache = config.teacher.cache
-    cache_teacher = (not augmented and feed.mode == 'device') if cache == 'auto' else bool(cache)
+  dataset, feed = feed_lib.build(config, mesh)
+  model = models.from_config(config.model, num_classes=dataset.num_classes)
+  tx = optim.optimizer(config, feed.steps_per_epoch)
+  objective = objective_lib.from_config(config, swept_kind=bool(len(config.sweep.kind)))
+  state = members.init_state(lambda seed: step_lib.init_state(
+      model, tx, jax.random.PRNGKey(seed), dataset.image_shape, objective))
+  num_params = models.count_params(members.take(state.params, 0))
+  teacher = teacher_lib.attach(config, dataset, feed, mesh)
   state = feed_lib.replicated(mesh, state)
-  hparams = feed_lib.replicated(mesh, hparams)
-  if teacher_variables is not None:
-    teacher_variables = feed_lib.replicated(mesh, teacher_variables)
-
-  predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
-                                  batch_size=config.eval_batch_size, num_members=num_members)
-  if cache_teacher:
-    feed.cache_teacher_logits(
-        step_lib.make_predict(teacher_model, mesh=mesh, mean=dataset.mean, std=dataset.std,
-                              batch_size=config.eval_batch_size),
-        teacher_variables)
-    teacher_variables = None  # the cached logits are all the step needs
-
+  hparams = feed_lib.replicated(mesh, members.hparams())
   train_step = step_lib.make_train_step(
       model=model, tx=tx, mean=dataset.mean, std=dataset.std,
       max_shift=config.augment.max_shift, flip=config.augment.flip,
-      teacher_model=None if cache_teacher else teacher_model,
-      soft_kind=None if len(config.sweep.kind) else config.distill.kind,
-      max_norm=config.optimizer.max_norm)
-  data_rng = jax.random.PRNGKey(config.data_seed)
+      teacher_model=teacher_lib.in_step_model(teacher), objective=objective,
+      max_norm=config.optimizer.max_norm, freeze_on_divergence=members.stacked)
+  run = Run(config=config, workdir=workdir, members=members, dataset=dataset, feed=feed,
+            model=model, state=state, hparams=hparams, num_params=num_params, teacher=teacher,
+            train_step=train_step, data_rng=members.data_rng(), timing={},
+            predict=step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
+                                          batch_size=config.eval_batch_size,
+                                          num_members=members.axis_size))
+  compile_programs(run)
+  return run
 
-  def evaluate(state):
-    """Per split: logits [M, N, K] and correctness [M, N] (M = 1 for a plain run)."""
-    variables = {'params': state.params, **state.model_state}
-    logits = feed.eval_logits(predict, variables, num_members)
-    return {name: (split_logits, split_logits.argmax(-1) == feed.labels[name])
-            for name, split_logits in logits.items()}
 
-  compile_seconds = feed.compile(train_step, num_members=num_members, state=state,
-                                 teacher_variables=teacher_variables, hparams=hparams,
-                                 data_rng=data_rng)
-  flops_per_example = _forward_flops(model, _member_slice(state, 0 if members else None),
-                                     dataset.image_shape)
-  step_flops = step_lib.train_step_flops(train_step, state, feed.batch_shapes(),
-                                         teacher_variables, hparams,
-                                         num_members=num_members)
+def compile_programs(run: Run) -> None:
+  """Compiles the train program; counts its FLOPs and the model's."""
+  teacher_variables = teacher_lib.variables_of(run.teacher)
+  run.timing['compile_seconds'] = run.feed.compile(
+      run.train_step, num_members=run.members.axis_size, state=run.state,
+      teacher_variables=teacher_variables, hparams=run.hparams, data_rng=run.data_rng,
+      member_orders=run.members.own_data_orders)
+  from kdjax.models import flops
+  one = run.members.take(run.state, 0)
+  run.timing['flops_per_example'] = flops.forward_flops_per_example(
+      run.model, {'params': one.params, **one.model_state}, run.dataset.image_shape)
+  run.timing['train_step_flops'] = step_lib.train_step_flops(
+      run.train_step, run.state, run.feed.batch_shapes(run.members.own_data_orders,
+                                                       run.members.count),
+      teacher_variables, run.hparams, num_members=run.members.axis_size,
+      member_orders=run.members.own_data_orders)
 
-  checkpoints = checkpoint_lib.Checkpoints(workdir, keep=config.keep_checkpoints)
-  history = [[] for _ in indices]
-  train_seconds, start_epoch = 0.0, 0
+
+def evaluate(run: Run, state) -> dict:
+  """Per split: logits [M, N, K] and correctness [M, N] (M = 1 for a plain run)."""
+  variables = {'params': state.params, **state.model_state}
+  logits = run.feed.eval_logits(run.predict, variables, run.members.axis_size)
+  return {name: (split_logits, split_logits.argmax(-1) == run.feed.labels[name])
+          for name, split_logits in logits.items()}
+
+
+def train_epochs(run: Run):
+  """Restores or starts, then trains the remaining epochs. Returns (state, progress)."""
+  config, members = run.config, run.members
+  checkpoints = checkpoint_lib.Checkpoints(run.workdir, keep=config.keep_checkpoints)
+  state, progress = run.state, progress_lib.Progress.start(members.count)
   latest = checkpoints.latest_epoch()
   if latest is not None:
-    state, meta = checkpoints.restore(latest, state)
-    history, train_seconds, start_epoch = meta['history'], meta['train_seconds'], latest
-    _say(f'resuming {workdir} from the checkpoint of epoch {latest}')
-  resumed_seconds = train_seconds
-
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  teacher_note = ''
-  if teacher_results is not None:
-    teacher_note = (f'; teacher {teacher_results["model"]} '
-                    f'({100 * teacher_results["test_accuracy"]:.2f}%, '
-                    f'{"cached logits" if cache_teacher else "run in the step"})')
-  sweep_note = f'; sweep of {num_members} members' if members else ''
-  _say(f'{config.model.name} ({num_params:,} params) on {config.dataset}: '
-       f'{feed.num_train_examples:,} train examples ({feed.mode} input), '
-       f'{steps_per_epoch} steps/epoch, {num_devices} device(s){teacher_note}{sweep_note}; '
-       f'compiled in {compile_seconds:.1f}s')
-
-  terminate = {'requested': False}
-
-  def on_sigterm(signum, frame):
-    terminate['requested'] = True
-
+    state, meta = restore(checkpoints, latest, state)
+    progress = progress_lib.Progress.resumed(meta, latest)
+    say(f'resuming {run.workdir} from the checkpoint of epoch {latest}')
+  say(first_line(run))
+  writer = metric_writers.create_default_writer(run.workdir,
+                                                just_logging=jax.process_index() > 0)
+  diverged = np.zeros(members.count, np.int64)
   try:
-    previous_handler = signal.signal(signal.SIGTERM, on_sigterm)
-  except ValueError:  # signals can only be caught on the main thread
-    previous_handler = None
-
-  try:
-    last_good_epoch = start_epoch
-    for epoch in range(start_epoch + 1, config.num_epochs + 1):
-      epoch_start = time.perf_counter()
-      state, step_metrics, finished = feed.run_epoch(
-          state, teacher_variables, hparams, data_rng, epoch,
-          stop_requested=lambda: terminate['requested'])
-      step_losses, step_accuracy = step_metrics['loss'], step_metrics['accuracy']
-      epoch_seconds = time.perf_counter() - epoch_start
-      if not np.all(np.isfinite(step_losses)):
-        bad_step, bad_member = np.argwhere(~np.isfinite(step_losses))[0]
-        global_step = (epoch - 1) * steps_per_epoch + int(bad_step) + 1
-        where = (f'the checkpoint of epoch {last_good_epoch} in {checkpoints.directory}'
-                 if last_good_epoch else 'none saved yet')
-        member = f' in member {members[bad_member]["label"]}' if members else ''
-        raise NonFiniteLossError(
-            f'training loss became {step_losses[bad_step, bad_member]} at step {global_step} '
-            f'(epoch {epoch}){member}; last good checkpoint: {where}; '
-            'try a lower config.optimizer.learning_rate')
-      if not finished:  # a streamed epoch stopped by SIGTERM: not checkpointed
-        where = (f'the checkpoint of epoch {last_good_epoch} in {checkpoints.directory} is kept'
-                 if last_good_epoch else 'no checkpoint yet')
-        raise Preempted(f'SIGTERM: stopped epoch {epoch} after {len(step_losses)} of '
-                        f'{steps_per_epoch} steps; {where}; rerun the same command to resume')
-      train_seconds += epoch_seconds
-      evaluated = epoch % config.eval_every == 0 or epoch == config.num_epochs
-      evals = evaluate(state) if evaluated else {}
-      for m in range(len(indices)):
-        record = {'epoch': epoch, 'step': epoch * steps_per_epoch,
-                  'train_loss': float(step_losses[:, m].mean()),
-                  'train_accuracy': float(step_accuracy[:, m].mean()),
-                  'epoch_seconds': epoch_seconds}
-        for name, (_, correct) in evals.items():
-          record[f'{name}_accuracy'] = float(correct[m].mean())
-        history[m].append(record)
-        prefix = f'{members[m]["label"]}/' if members else ''
-        writer.write_scalars(epoch * steps_per_epoch, {
-            prefix + k: v for k, v in record.items() if k not in ('epoch', 'step')})
-      if epoch % config.log_every_epochs == 0 or epoch == config.num_epochs:
-        remaining = ((config.num_epochs - epoch) * (train_seconds - resumed_seconds)
-                     / (epoch - start_epoch))  # from the epochs run in this process
-        shown = history[0][-1]
-        accuracies = ''.join(f'  {name} {100 * shown[f"{name}_accuracy"]:.2f}%'
-                             for name in ('train', 'validation', 'test')
-                             if f'{name}_accuracy' in shown)
-        if members:
-          accuracies += f' (member {members[0]["label"]}; best test ' + (
-              f'{100 * max(h[-1].get("test_accuracy", 0) for h in history):.2f}%)'
-              if evaluated else 'n/a)')
-        examples_per_second = steps_per_epoch * config.batch_size / epoch_seconds
-        _say(f'epoch {epoch}/{config.num_epochs}  step {shown["step"]}  '
-             f'loss {shown["train_loss"]:.4f}{accuracies}  '
-             f'{examples_per_second:,.0f} ex/s  {epoch_seconds:.1f}s/epoch  '
-             f'ETA {_format_seconds(remaining)}')
-      if (epoch % config.checkpoint_every == 0 or epoch == config.num_epochs
-          or terminate['requested']):
-        checkpoints.save(epoch, state, {'history': history, 'train_seconds': train_seconds})
-        last_good_epoch = epoch
-      if terminate['requested'] and epoch < config.num_epochs:
-        raise Preempted(f'SIGTERM: saved the checkpoint of epoch {epoch} in '
-                        f'{checkpoints.directory}; rerun the same command to resume')
+    with progress_lib.PreemptionGuard() as guard:
+      for epoch in range(progress.start_epoch + 1, config.num_epochs + 1):
+        start = time.perf_counter()
+        state, metrics, complete = run.feed.run_epoch(
+            state, teacher_lib.variables_of(run.teacher), run.hparams, run.data_rng, epoch,
+            stop_requested=lambda: guard.requested)
+        seconds = time.perf_counter() - start
+        diverged = check_finite(run, state, metrics, epoch, checkpoints, diverged)
+        if not complete:  # a streamed epoch stopped by SIGTERM: not checkpointed
+          raise Preempted(f'SIGTERM: stopped epoch {epoch} after {len(metrics["loss"])} of '
+                          f'{run.feed.steps_per_epoch} steps; {_kept(checkpoints)}; '
+                          'rerun the same command to resume')
+        evals = (evaluate(run, state) if progress_lib.due(epoch, config.eval_every,
+                                                          config.num_epochs) else {})
+        records = progress.record(epoch, epoch * run.feed.steps_per_epoch, metrics,
+                                  {name: correct for name, (_, correct) in evals.items()},
+                                  seconds)
+        log_epoch(run, writer, progress, records, epoch)
+        if progress_lib.due(epoch, config.checkpoint_every, config.num_epochs) or (
+            guard.requested):
+          checkpoints.save(epoch, state, progress.meta())
+        if guard.requested and epoch < config.num_epochs:
+          raise Preempted(f'SIGTERM: saved the checkpoint of epoch {epoch} in '
+                          f'{checkpoints.directory}; rerun the same command to resume')
   finally:
     # Cleanup must not hide the error that ended the loop (e.g. a full disk
     # also fails the summary flush), so its own failures are only logged.
@@ -373,152 +209,146 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cleanup()
       except Exception as e:  # pylint: disable=broad-except
         logging.warning('cleanup %s failed: %s', cleanup.__qualname__, e)
-    if previous_handler is not None:
-      signal.signal(signal.SIGTERM, previous_handler)
+  return state, progress
 
-  final = evaluate(state)
-  shared = {
-      'dataset': config.dataset,
-      'model': config.model.name,
-      'params': num_params,
-      'image_shape': list(dataset.image_shape),
-      'num_classes': dataset.num_classes,
-      'num_train_examples': int(feed.num_train_examples),
-      'input_pipeline': feed.mode,
-      'steps_per_epoch': steps_per_epoch,
-      'epochs': config.num_epochs,
-      'train_seconds': train_seconds,
-      'examples_per_second': config.num_epochs * steps_per_epoch * config.batch_size
-                             * len(indices) / max(train_seconds, 1e-9),
-      'compile_seconds': compile_seconds,
-      'flops_per_example': flops_per_example,
-      'train_step_flops': step_flops,
-      'achieved_flops_per_second': None if step_flops is None else (
-          step_flops * (config.num_epochs - start_epoch) * steps_per_epoch
-          / max(train_seconds - resumed_seconds, 1e-9)),
-      'devices': num_devices,
-      'teacher': None if teacher_results is None else {
-          'workdir': os.path.abspath(config.teacher.workdir),
-          'model': teacher_results['model'],
-          'test_accuracy': teacher_results['test_accuracy'],
-          'cached': cache_teacher},
-      'final_checkpoint_epoch': config.num_epochs,
-  }
 
-  def member_results(m: int, member_config) -> dict:
-    test_correct = final['test'][1][m]
-    labels = feed.labels['test']
-    evaluated = [h for h in history[m] if 'test_accuracy' in h]
-    out = dict(shared)
-    out.update({
-        'test_accuracy': float(test_correct.mean()),
-        'test_errors': int((~test_correct).sum()),
-        'best_test_accuracy': max(h['test_accuracy'] for h in evaluated),
-        'per_class_accuracy': [float(test_correct[labels == k].mean())
-                               if np.any(labels == k) else None  # class absent from test
-                               for k in range(dataset.num_classes)],
-        'per_class_errors': [int((~test_correct[labels == k]).sum())
-                             for k in range(dataset.num_classes)],
-        'temperature': float(member_config.distill.temperature) if teacher_results else None,
-        'alpha': config_lib.alpha(member_config) if teacher_results else None,
-        'seed': int(member_config.seed),
-        'learning_rate': float(member_config.optimizer.learning_rate),
-        'kind': member_config.distill.kind if teacher_results else None,
-    })
-    if 'validation' in final:
-      out['validation_accuracy'] = float(final['validation'][1][m].mean())
-      out['best_validation_accuracy'] = max(h['validation_accuracy'] for h in evaluated)
-    out['config'] = config_lib.to_json_dict(member_config)
-    out['history'] = history[m]
-    return out
+def restore(checkpoints, epoch: int, state):
+  try:
+    return checkpoints.restore(epoch, state)
+  except (ValueError, KeyError, TypeError) as e:  # saved by an older train state
+    raise KDError(f'the checkpoint of epoch {epoch} in {checkpoints.directory} does not match '
+                  f'this version\'s train state ({type(e).__name__}); pass '
+                  '--config.overwrite=True to start the run again') from None
 
-  def write_run(directory: str, results: dict, logits: dict) -> None:
-    np.savez_compressed(os.path.join(directory, 'logits.npz'), **logits)
-    report.plot_curves(results['history'], os.path.join(directory, 'curves.png'),
-                       title=f'{config.model.name} on {config.dataset}')
-    report.write_json(os.path.join(directory, RESULTS_FILE), results)
 
-  if not members:
-    results = member_results(0, config)
-    if jax.process_index() == 0:
-      write_run(workdir, results, {name: v[0][0] for name, v in final.items()})
-  else:
-    rows = []
-    for m, member in enumerate(members):
-      member_cfg = config_lib.member_config(config, member)
-      member_dir = os.path.join(workdir, 'members', member['label'])
-      os.makedirs(member_dir, exist_ok=True)
-      report.write_json(os.path.join(member_dir, CONFIG_FILE),
-                        config_lib.to_json_dict(member_cfg))
-      member_checkpoints = checkpoint_lib.Checkpoints(member_dir, keep=1)
-      member_checkpoints.save(config.num_epochs, _member_slice(state, m),
-                              {'history': [history[m]], 'train_seconds': train_seconds})
-      member_checkpoints.close()
-      results = member_results(m, member_cfg)
-      if jax.process_index() == 0:
-        write_run(member_dir, results, {name: v[0][m] for name, v in final.items()})
-      rows.append(_member_row(results, member, member_dir))
-    results = dict(shared)
-    results.update({'members': rows, 'config': config_dict, 'sweep_mode': 'vmap',
-                    'test_accuracy': max(r['test_accuracy'] for r in rows)})
-    if jax.process_index() == 0:
-      report.write_json(os.path.join(workdir, RESULTS_FILE), results)
-  best = f'best member {100 * results["test_accuracy"]:.2f}%' if members else (
-      f'test accuracy {100 * results["test_accuracy"]:.2f}% ({results["test_errors"]} errors)')
-  _say(f'done: {best} in {_format_seconds(train_seconds)}; '
-       f'results in {os.path.join(workdir, RESULTS_FILE)}')
+def _kept(checkpoints) -> str:
+  epoch = checkpoints.latest_epoch()
+  return (f'the checkpoint of epoch {epoch} in {checkpoints.directory} is kept'
+          if epoch else 'no checkpoint yet')
+
+
+def check_finite(run: Run, state, metrics: dict, epoch: int, checkpoints,
+                 diverged: np.ndarray) -> np.ndarray:
+  """Stops a plain run at its first non-finite loss; notes diverged sweep members.
+
+  A member of a vectorised sweep that diverges keeps its last finite state
+  (the step freezes it) while the others train on; only when every member has
+  diverged does the sweep stop. Returns each member's divergence step (0: none).
+  """
+  members = run.members
+  if members.stacked:
+    now = np.asarray(jax.device_get(state.diverged_step)).reshape(-1)
+    for m in np.flatnonzero((now > 0) & (diverged == 0)):
+      say(f'member {members.label(m)} diverged at step {now[m]} (epoch {epoch}); its last '
+          'finite weights are kept and the other members train on')
+    if np.all(now > 0):
+      raise NonFiniteLossError(f'every member of the sweep diverged (the last at step '
+                               f'{now.max()}, epoch {epoch}); try a lower '
+                               'config.optimizer.learning_rate')
+    return now
+  found = progress_lib.first_nonfinite(metrics['loss'])
+  if found is None:
+    return diverged
+  bad_step, member = found
+  global_step = (epoch - 1) * run.feed.steps_per_epoch + bad_step + 1
+  latest = checkpoints.latest_epoch()
+  where = (f'the checkpoint of epoch {latest} in {checkpoints.directory}' if latest
+           else 'none saved yet')
+  raise NonFiniteLossError(
+      f'training loss became {metrics["loss"][bad_step, member]} at step {global_step} '
+      f'(epoch {epoch}); last good checkpoint: {where}; '
+      'try a lower config.optimizer.learning_rate')
+
+
+def first_line(run: Run) -> str:
+  """What is about to train, on what, with which teacher, compiled how fast."""
+  teacher_note = run.teacher.note() if run.teacher else ''
+  sweep_note = (f'; sweep of {run.members.count} members' if run.members.mode != 'single'
+                else '')
+  return (f'{run.config.model.name} ({run.num_params:,} params) on {run.config.dataset}: '
+          f'{run.feed.num_train_examples:,} train examples ({run.feed.mode} input), '
+          f'{run.feed.steps_per_epoch} steps/epoch, {jax.device_count()} device(s)'
+          f'{teacher_note}{sweep_note}; compiled in {run.timing["compile_seconds"]:.1f}s')
+
+
+def log_epoch(run: Run, writer, progress, records: list[dict], epoch: int) -> None:
+  """TensorBoard scalars for every member, and the progress line when due."""
+  config, members = run.config, run.members
+  for m, record in enumerate(records):
+    writer.write_scalars(record['step'], {
+        members.writer_prefix(m) + k: v for k, v in record.items() if k not in ('epoch', 'step')})
+  if progress_lib.due(epoch, config.log_every_epochs, config.num_epochs):
+    note = (f' (member {members.label(0)} of {members.count})'
+            if members.mode != 'single' else '')
+    say(progress.line(epoch, config.num_epochs, run.feed.steps_per_epoch * config.batch_size,
+                      note))
+
+
+def finish(run: Run, state, progress) -> dict:
+  """Final evaluation and every file of the finished run."""
+  config = run.config
+  final = evaluate(run, state)
+  trained_here = config.num_epochs - progress.start_epoch
+  steps_here = trained_here * run.feed.steps_per_epoch
+  step_flops = run.timing['train_step_flops']
+  timing = dict(
+      run.timing, train_seconds=progress.train_seconds,
+      examples_per_second=config.num_epochs * run.feed.steps_per_epoch * config.batch_size
+      * run.members.count / max(progress.train_seconds, 1e-9),
+      achieved_flops_per_second=None if step_flops is None else (
+          step_flops * steps_here / max(progress.train_seconds - progress.resumed_seconds,
+                                        1e-9)))
+  facts = results_lib.run_facts(config, run.dataset, run.feed, num_params=run.num_params,
+                                members=run.members, teacher=run.teacher, timing=timing,
+                                devices=jax.device_count())
+  diverged = (np.asarray(jax.device_get(state.diverged_step)).reshape(-1)
+              if run.members.stacked else np.zeros(1, np.int64))
+  results = results_lib.write(run.workdir, config=config, members=run.members, state=state,
+                              facts=facts, progress=progress, final=final,
+                              labels=run.feed.labels, num_classes=run.dataset.num_classes,
+                              diverged_at=diverged)
+  say(results_lib.done_line(results, run.workdir, progress.train_seconds))
   return results
 
 
-def _sweep_mode(config) -> str:
-  if config.sweep.mode != 'auto':
-    return config.sweep.mode
-  dense = config.model.name == 'mlp'
-  return 'vmap' if dense or jax.default_backend() != 'cpu' else 'loop'
-
-
-def _member_row(results: dict, member: dict, member_dir: str) -> dict:
-  """A sweep member's line in the sweep's results.json."""
-  row = {k: results[k] for k in (
-      'temperature', 'alpha', 'seed', 'learning_rate', 'kind', 'test_accuracy', 'test_errors',
-      'best_test_accuracy', 'per_class_errors')}
-  row.update(label=member['label'], workdir=member_dir)
-  if 'validation_accuracy' in results:
-    row['validation_accuracy'] = results['validation_accuracy']
-  return row
-
-
-def _train_members_in_turn(config, workdir: str, members: list[dict], config_dict: dict) -> dict:
+def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
   """A sweep trained one member after another, each a plain run in members/<label>.
 
   The result has the layout of a vectorised sweep. Finished members are
-  skipped and an interrupted one resumes, like any run.
+  skipped and an interrupted one resumes, like any run; a member whose loss
+  stops being finite is recorded as diverged and the others still train.
   """
-  rows, results, seconds = [], None, []
+  rows, facts, seconds = [], None, []
   start = time.perf_counter()
-  for member in members:
-    member_dir = os.path.join(workdir, 'members', member['label'])
-    _say(f'sweep member {member["label"]} ({len(rows) + 1}/{len(members)})')
-    results = train_and_evaluate(config_lib.member_config(config, member), member_dir)
-    rows.append(_member_row(results, member, member_dir))
+  for m in range(members.count):
+    directory = members.directory(workdir, m)
+    say(f'sweep member {members.label(m)} ({m + 1}/{members.count})')
+    try:
+      results = train_and_evaluate(members.config_of(m), directory)
+    except NonFiniteLossError as e:
+      say(f'member {members.label(m)} diverged: {e}')
+      rows.append(dict(members.rows[m], workdir=directory, diverged=True,
+                       diverged_at_step=None, test_accuracy=None, validation_accuracy=None))
+      continue
+    rows.append(sweep_lib.member_row(results, members.rows[m], directory))
     seconds.append(results['train_seconds'])
-  shared = {k: v for k, v in results.items() if k not in (
-      'history', 'config', 'per_class_accuracy', 'per_class_errors', 'test_errors',
-      'best_test_accuracy', 'temperature', 'alpha', 'seed', 'learning_rate', 'kind',
-      'validation_accuracy', 'best_validation_accuracy', 'train_seconds',
-      'examples_per_second', 'achieved_flops_per_second')}
-  shared.update(members=rows, config=config_dict, sweep_mode='loop',
-                train_seconds=float(sum(seconds)),
-                test_accuracy=max(r['test_accuracy'] for r in rows))
+    facts = facts or {k: v for k, v in results.items() if k in _SHARED_FACTS}
+  if facts is None:
+    raise NonFiniteLossError('every member of the sweep diverged; try a lower '
+                             'config.optimizer.learning_rate')
+  results = dict(facts, members=rows, config=config_lib.to_json_dict(config), sweep_mode='loop',
+                 train_seconds=float(sum(seconds)), **sweep_lib.summary(rows))
   if jax.process_index() == 0:
-    report.write_json(os.path.join(workdir, RESULTS_FILE), shared)
-  _say(f'done: sweep of {len(rows)} members, best {100 * shared["test_accuracy"]:.2f}%, '
-       f'{_format_seconds(time.perf_counter() - start)}; results in '
-       f'{os.path.join(workdir, RESULTS_FILE)}')
-  return shared
+    from kdjax import report
+    report.write_json(os.path.join(workdir, RESULTS_FILE), results)
+  say(results_lib.done_line(results, workdir, time.perf_counter() - start))
+  return results
 
 
-def _forward_flops(model, state, image_shape) -> float | None:
-  from kdjax.models import flops
-  variables = {'params': state.params, **state.model_state}
-  return flops.forward_flops_per_example(model, variables, image_shape)
+# Fields of a member's results that describe the whole sweep.
+_SHARED_FACTS = ('dataset', 'model', 'params', 'image_shape', 'num_classes',
+                 'num_train_examples', 'train_examples', 'omit_classes', 'keep_classes',
+                 'validation', 'input_pipeline', 'steps_per_epoch', 'epochs', 'objective',
+                 'compile_seconds', 'flops_per_example', 'train_step_flops', 'devices',
+                 'teacher', 'final_checkpoint_epoch')
+

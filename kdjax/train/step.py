@@ -2,9 +2,11 @@
 
 The state is an immutable pytree. The teacher is a separate frozen pytree
 passed into the step: it gets no gradient, has no optimizer state and is not
-part of the student's checkpoint. Every per-run hyper-parameter that a sweep
-may vary (temperature, alpha) travels in `hparams` as an array, so one
-compiled program can train a `jax.vmap`-ed stack of students.
+part of the student's checkpoint. What the step minimises is an `Objective`
+value (kdjax.objectives): the step never names a loss. Every per-run
+hyper-parameter that a sweep may vary (temperature, alpha) travels in
+`hparams` as an array, so one compiled program can train a `jax.vmap`-ed
+stack of students.
 """
 
 from typing import Any, Callable
@@ -16,8 +18,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from kdjax import losses
 from kdjax.data import augment
+from kdjax import objectives as objective_lib
 from kdjax.train import optim
 
 
@@ -38,20 +40,34 @@ class TrainState:
   step: jax.Array  # int32 scalar
   params: Any
   model_state: Any  # non-trainable collections, e.g. {'batch_stats': ...}
-  opt_state: Any
+  opt_state: Any  # of the trainable pair {'student': params, 'objective': objective_params}
   rng: jax.Array  # base key; step keys are fold_in(rng, step)
+  objective_params: Any  # the objective's own trainable parts ({} for none)
+  # 0 while every loss so far was finite; else the step whose loss was not.
+  # Only sweeps set it: a member that diverged keeps its last finite state.
+  diverged_step: jax.Array  # int32 scalar
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-               image_shape) -> TrainState:
-  """Initialises parameters, model state and optimizer state."""
+               image_shape, objective: objective_lib.Objective | None = None) -> TrainState:
+  """Initialises parameters, model state, the objective's parameters and optimizer state."""
   init_rng, state_rng = jax.random.split(rng)
   variables = model.init({'params': init_rng, 'dropout': init_rng},
                          jnp.zeros((1, *image_shape), jnp.float32), train=False)
   params = variables.pop('params') if isinstance(variables, dict) else variables['params']
   model_state = {k: v for k, v in variables.items() if k != 'params'}
+  objective_params = ({} if objective is None
+                      else objective.init_params(jax.random.fold_in(init_rng, 1)))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    model_state=model_state, opt_state=tx.init(params), rng=state_rng)
+                    model_state=model_state,
+                    opt_state=tx.init(_trainable(params, objective_params)), rng=state_rng,
+                    objective_params=objective_params,
+                    diverged_step=jnp.zeros((), jnp.int32))
+
+
+def _trainable(params, objective_params) -> dict:
+  """What the optimizer updates: the student and the objective's own parts."""
+  return {'student': params, 'objective': objective_params}
 
 
 def init_fast(init_fn: Callable, *args):
@@ -71,20 +87,32 @@ def init_fast(init_fn: Callable, *args):
 def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                     mean, std, max_shift: int = 0, flip: bool = False,
                     teacher_model: nn.Module | None = None, soft_kind: str | None = 'kl',
-                    max_norm: float = 0.0) -> Callable:
+                    objective: objective_lib.Objective | None = None,
+                    max_norm: float = 0.0, freeze_on_divergence: bool = False) -> Callable:
   """Builds `train_step(state, batch, teacher_variables, hparams) -> (state, metrics)`.
 
   `batch` holds uint8 `images` and int `labels`, and `teacher_logits` when
   the teacher's outputs are cached. With `teacher_model` and no cached
-  logits, the teacher runs inside the step on the same augmented inputs.
-  Without either, the student trains on the labels alone.
+  logits, the teacher runs inside the step, in eval mode, on the same
+  augmented inputs. Without either, the objective sees no teacher.
 
-  `hparams` holds `temperature` and `alpha` (scalars, or traced per member
-  under vmap), and optionally `lr_scale` (the updates are multiplied by it:
-  every optimizer here is linear in its learning rate, so this trains with
-  learning rate × lr_scale) and `kind` (an index into
-  `losses.SOFT_LOSS_KINDS`, used when `soft_kind` is None).
+  `objective` is what the step minimises (default: Hinton's logit KD with
+  soft loss `soft_kind`; None there means the kind is traced in `hparams`).
+  Gradients flow to the student's parameters and the objective's own, never
+  to the teacher.
+
+  `hparams` holds what the objective reads (`temperature`, `alpha`, maybe
+  `kind`: scalars, or traced per member under vmap), and optionally
+  `lr_scale` (the updates are multiplied by it: every optimizer here is
+  linear in its learning rate, so this trains with learning rate × lr_scale).
+
+  With `freeze_on_divergence` (sweeps), a step whose loss is not finite
+  leaves the state as it was and records the step in `state.diverged_step`,
+  and every later step leaves it alone too: the other members of a
+  vectorised sweep train on, and this one keeps its last finite weights.
   """
+  if objective is None:
+    objective = objective_lib.logit_kd(soft_kind)
 
   def train_step(state: TrainState, batch, teacher_variables, hparams):
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -96,43 +124,50 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     teacher_logits = batch.get('teacher_logits')
     if teacher_logits is None and teacher_model is not None:
       teacher_logits = teacher_model.apply(teacher_variables, images, train=False)
+    teacher = None
     if teacher_logits is not None:
-      teacher_logits = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+      teacher = {'logits': jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))}
 
-    def loss_fn(params):
+    def loss_fn(trainable):
       logits, new_model_state = model.apply(
-          {'params': params, **state.model_state}, images, train=True,
+          {'params': trainable['student'], **state.model_state}, images, train=True,
           rngs={'dropout': dropout_rng}, mutable=list(state.model_state))
-      if teacher_logits is None:
-        loss = jnp.mean(losses.cross_entropy(logits, labels))
-      else:
-        loss = losses.distillation_loss(
-            logits, teacher_logits, labels, temperature=hparams['temperature'],
-            alpha=hparams['alpha'],
-            kind=hparams['kind'] if soft_kind is None else soft_kind)
-      return loss, (logits, new_model_state)
+      loss, terms = objective.loss({'logits': logits}, teacher, labels, hparams,
+                                   trainable['objective'])
+      return loss, (logits, new_model_state, terms)
 
-    (loss, (logits, new_model_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    trainable = _trainable(state.params, state.objective_params)
+    (loss, (logits, new_model_state, terms)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(trainable)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
     if 'lr_scale' in hparams:
       updates = jax.tree.map(lambda u: u * hparams['lr_scale'], updates)
-    params = optax.apply_updates(state.params, updates)
+    trainable = optax.apply_updates(trainable, updates)
+    params = trainable['student']
     if max_norm > 0:
       params = optim.max_norm(params, max_norm)
     metrics = {
         'loss': loss,
         'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels),
+        **terms,
     }
     new_state = state.replace(step=state.step + 1, params=params,
-                              model_state=dict(new_model_state), opt_state=opt_state)
+                              model_state=dict(new_model_state), opt_state=opt_state,
+                              objective_params=trainable['objective'])
+    if freeze_on_divergence:
+      healthy = state.diverged_step == 0
+      keep = healthy & jnp.isfinite(loss)
+      new_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_state, state)
+      new_state = new_state.replace(diverged_step=jnp.where(
+          healthy & ~jnp.isfinite(loss), state.step + 1, state.diverged_step))
     return new_state, metrics
 
   return train_step
 
 
 def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
-               steps_per_epoch: int, num_members: int = 0) -> Callable:
+               steps_per_epoch: int, num_members: int = 0,
+               member_orders: bool = False) -> Callable:
   """Compiles one whole epoch into a single program.
 
   `epoch(state, data, teacher_variables, hparams, order_rng)` shuffles the
@@ -141,18 +176,28 @@ def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
   them; batches are sharded over the mesh's `data` axis. Returns the new
   state and per-step metrics (arrays of length `steps_per_epoch`).
 
-  With `num_members` > 0 the state and hparams carry a leading member axis and
-  every member trains on the same batches (a vectorised sweep).
+  With `num_members` > 0 the state and hparams carry a leading member axis (a
+  vectorised sweep). Every member trains on the same batches, or, with
+  `member_orders`, on its own order of the examples: `order_rng` then holds
+  one key per member (seeds that vary the data order with the init).
   """
   batch_sharding = NamedSharding(mesh, P('data'))
   step_fn = train_step
   if num_members:
-    step_fn = jax.vmap(train_step, in_axes=(0, None, None, 0))
+    step_fn = jax.vmap(train_step, in_axes=(0, 0 if member_orders else None, None, 0))
+  if member_orders:
+    batch_sharding = NamedSharding(mesh, P(None, 'data'))
+
+  def batches(order_rng, num_examples):
+    order = jax.random.permutation(order_rng, num_examples)
+    return order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
 
   def epoch(state, data, teacher_variables, hparams, order_rng):
     num_examples = jax.tree.leaves(data)[0].shape[0]
-    order = jax.random.permutation(order_rng, num_examples)
-    order = order[:steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
+    if member_orders:  # [steps, members, batch]
+      order = jnp.swapaxes(jax.vmap(batches, in_axes=(0, None))(order_rng, num_examples), 0, 1)
+    else:
+      order = batches(order_rng, num_examples)
 
     def body(state, indices):
       batch = jax.tree.map(lambda x: jnp.take(x, indices, axis=0), data)
@@ -165,13 +210,15 @@ def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
 
 
 def train_step_flops(train_step: Callable, state, batch, teacher_variables, hparams, *,
-                     num_members: int = 0) -> float | None:
+                     num_members: int = 0, member_orders: bool = False) -> float | None:
   """XLA's operation count of one train step (all members of a sweep together).
 
   Taken from the lowered program's cost analysis, so nothing is compiled.
   `batch` gives the shapes and dtypes of one batch (`jax.ShapeDtypeStruct`s).
   """
-  step_fn = jax.vmap(train_step, in_axes=(0, None, None, 0)) if num_members else train_step
+  step_fn = train_step
+  if num_members:
+    step_fn = jax.vmap(train_step, in_axes=(0, 0 if member_orders else None, None, 0))
   cost = jax.jit(step_fn).lower(state, batch, teacher_variables, hparams).cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None

@@ -1,0 +1,104 @@
+"""What a train step minimises, as a value the step receives.
+
+An `Objective` is a pure function of the student's outputs, the teacher's
+outputs (None for a run without a teacher), the labels and the run's
+hyper-parameters, returning the batch's scalar loss and a dict of scalar
+metrics. It may own trainable parameters (a regressor, an embedding head):
+`init` creates them and the step trains them with the student's optimizer,
+in the student's checkpoint, never in the teacher.
+
+Outputs are dicts: `{'logits': [B, K]}` today; methods that tap
+intermediate features will find them under `'features'`.
+
+Adding a distillation method means writing one function and registering it:
+
+    @objectives.register('my_method')
+    def my_method(config, *, swept_kind=False) -> objectives.Objective:
+      def loss(student, teacher, labels, hparams, own_params):
+        ...
+        return loss, {'my_term': term}
+      return objectives.Objective(name='my_method', loss=loss)
+
+and setting `config.distill.objective = 'my_method'`. The loop never changes.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from kdjax import losses
+from kdjax.errors import ConfigError
+
+# (student outputs, teacher outputs or None, labels, hparams, own params) -> (loss, metrics)
+LossFn = Callable[[dict, dict | None, jax.Array, dict, Any], tuple[jax.Array, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """A train step's loss, with the trainable parts it owns (if any).
+
+  Attributes:
+    name: how results and progress lines call it.
+    loss: the pure loss function (see `LossFn`).
+    init: `init(rng) -> params` for parameters of the objective's own, trained
+      beside the student's; None for a parameter-free objective.
+  """
+  name: str
+  loss: LossFn
+  init: Callable[[jax.Array], Any] | None = None
+
+  def init_params(self, rng: jax.Array):
+    return {} if self.init is None else self.init(rng)
+
+
+_REGISTRY: dict[str, Callable[..., Objective]] = {}
+
+
+def register(name: str):
+  """Decorator: makes `factory(config) -> Objective` available as `config.distill.objective`."""
+
+  def add(factory):
+    _REGISTRY[name] = factory
+    return factory
+
+  return add
+
+
+def names() -> tuple[str, ...]:
+  return tuple(sorted(_REGISTRY))
+
+
+def from_config(config, *, swept_kind: bool = False) -> Objective:
+  """The objective `config.distill.objective` names, built for this run."""
+  name = config.distill.objective
+  if name not in _REGISTRY:
+    raise ConfigError(f'config.distill.objective={name!r}: unknown; known: {", ".join(names())}')
+  return _REGISTRY[name](config, swept_kind=swept_kind)
+
+
+def logit_kd(kind: str | None = 'kl') -> Objective:
+  """Hinton et al.'s loss: (1 − α)·CE(labels) + α·soft-target loss at temperature T.
+
+  Without a teacher it is cross-entropy on the labels alone. `hparams` holds
+  `temperature` and `alpha`, and `kind` (an index into
+  `losses.SOFT_LOSS_KINDS`) when `kind` is None, so a vectorised sweep can
+  vary the soft loss per member.
+  """
+
+  def loss(student, teacher, labels, hparams, own_params):
+    del own_params
+    if teacher is None:
+      return jnp.mean(losses.cross_entropy(student['logits'], labels)), {}
+    value = losses.distillation_loss(
+        student['logits'], teacher['logits'], labels, temperature=hparams['temperature'],
+        alpha=hparams['alpha'], kind=hparams['kind'] if kind is None else kind)
+    return value, {}
+
+  return Objective(name='logit_kd', loss=loss)
+
+
+@register('logit_kd')
+def _logit_kd_from_config(config, *, swept_kind: bool = False) -> Objective:
+  return logit_kd(None if swept_kind else config.distill.kind)

@@ -1,0 +1,153 @@
+"""The teacher of a distilled run: checked, loaded, and either cached or run in the step.
+
+The teacher is another finished kdjax run (`config.teacher.workdir`). It is
+checked before anything of the student's run is written (`check`), and
+attached once the student's input is built (`attach`): its variables are a
+frozen pytree outside the student's optimizer and checkpoint, and its logits
+are either computed once for the whole (un-augmented) training set or
+computed inside the train step on the student's augmented inputs.
+"""
+
+import dataclasses
+import os
+
+import ml_collections
+
+from kdjax import config as config_lib
+from kdjax import data as data_lib
+from kdjax import models, report
+from kdjax.errors import ConfigError, WorkdirError
+from kdjax.train import checkpoint as checkpoint_lib
+from kdjax.train import feed as feed_lib
+from kdjax.train import step as step_lib
+from kdjax.train import workdir as workdir_lib
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises WorkdirError unless `workdir` holds a finished kdjax run."""
+  if not os.path.isdir(workdir):
+    raise WorkdirError(f'config.teacher.workdir={workdir} does not exist; train the teacher first')
+  if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds no kdjax run '
+                       f'({workdir_lib.CONFIG_FILE} missing)')
+  if not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE)):
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds an unfinished run; '
+                       'finish the teacher first (rerun its command)')
+
+
+def _read(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+  try:
+    results = report.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+    teacher_config = config_lib.from_json_dict(
+        report.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE)))
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise WorkdirError(f'config.teacher.workdir={workdir} holds unreadable run files '
+                       f'({type(e).__name__}); retrain the teacher') from None
+  return teacher_config, results
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Refuses, in one line, a teacher this student cannot learn from.
+
+  The teacher must be a finished run that did not diverge, be a single run
+  (a sweep's member directory, not the sweep itself), have the student's
+  classes and input shape, and have trained on the student's dataset unless
+  `config.teacher.allow_other_dataset` marks a deliberate transfer.
+  """
+  workdir = os.path.abspath(config.teacher.workdir)
+  check_workdir(workdir)
+  teacher_config, results = _read(workdir)
+  if 'members' in results:
+    raise ConfigError(f'config.teacher.workdir={workdir} is a sweep; name one member, '
+                      f'e.g. {os.path.join(workdir, "members", results["members"][0]["label"])}')
+  if results.get('diverged'):
+    raise ConfigError(f'config.teacher.workdir={workdir} is a run that diverged; '
+                      'choose another teacher')
+  teacher_dataset = results.get('dataset', teacher_config.dataset)
+  teacher_info = data_lib.catalog.get_info(teacher_dataset)
+  student_info = data_lib.catalog.get_info(config.dataset)
+  if teacher_info.num_classes != student_info.num_classes:
+    raise ConfigError(
+        f'teacher has {teacher_info.num_classes} classes ({teacher_dataset}) but '
+        f'config.dataset={config.dataset!r} has {student_info.num_classes}')
+  student_shape = _image_shape(config, student_info)
+  teacher_shape = results.get('image_shape')
+  if teacher_shape is not None and student_shape is not None and (
+      tuple(teacher_shape) != tuple(student_shape)):
+    raise ConfigError(f'teacher input shape {tuple(teacher_shape)} differs from '
+                      f'the student\'s {tuple(student_shape)}')
+  if teacher_dataset != config.dataset and not config.teacher.allow_other_dataset:
+    raise ConfigError(
+        f'the teacher in {workdir} trained on {teacher_dataset}, the student on '
+        f'{config.dataset}; set teacher.allow_other_dataset=True for a deliberate transfer')
+
+
+def _image_shape(config, info) -> tuple | None:
+  if config.input.image_size:
+    return (config.input.image_size, config.input.image_size, info.image_shape[-1]
+            if info.image_shape else 3)
+  return info.image_shape
+
+
+@dataclasses.dataclass
+class Teacher:
+  """A loaded teacher: its model, variables (None once cached), results."""
+  workdir: str
+  model: object
+  variables: object
+  results: dict
+  dataset: str
+  cached: bool
+
+  def note(self) -> str:
+    """The teacher's part of the run's first progress line."""
+    return (f'; teacher {self.results["model"]} '
+            f'({100 * self.results["test_accuracy"]:.2f}%, '
+            f'{"cached logits" if self.cached else "run in the step"})')
+
+  def summary(self, student_dataset: str) -> dict:
+    """The teacher as recorded in the student's results.json."""
+    return {'workdir': self.workdir, 'model': self.results['model'], 'dataset': self.dataset,
+            'test_accuracy': self.results['test_accuracy'], 'cached': self.cached,
+            'other_dataset': self.dataset != student_dataset}
+
+
+def load(config, dataset) -> tuple:
+  """The teacher's model, its variables as host arrays, and its results."""
+  workdir = os.path.abspath(config.teacher.workdir)
+  teacher_config, results = _read(workdir)
+  model = models.from_config(teacher_config.model, num_classes=dataset.num_classes)
+  variables = checkpoint_lib.restore_variables(workdir, results['final_checkpoint_epoch'])
+  return model, variables, results, results.get('dataset', teacher_config.dataset)
+
+
+def attach(config, dataset, feed, mesh) -> Teacher | None:
+  """Loads the teacher and caches its logits in `feed` where that is allowed and asked for.
+
+  'auto' caches when the student's inputs are not augmented and the feed
+  holds the data on the devices; otherwise the teacher runs in the step.
+  """
+  if not config.teacher.workdir:
+    return None
+  model, variables, results, teacher_dataset = load(config, dataset)
+  augmented = config.augment.max_shift > 0 or config.augment.flip
+  cache = config.teacher.cache
+  cached = (not augmented and feed.mode == 'device') if cache == 'auto' else bool(cache)
+  variables = feed_lib.replicated(mesh, variables)
+  if cached:
+    predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
+                                    batch_size=config.eval_batch_size)
+    feed.cache_teacher_logits(predict, variables)
+    variables = None  # the cached logits are all the step needs
+  return Teacher(workdir=os.path.abspath(config.teacher.workdir), model=model,
+                 variables=variables, results=results, dataset=teacher_dataset, cached=cached)
+
+
+def in_step_model(teacher: Teacher | None):
+  """The teacher model the train step must run itself (None: cached or no teacher)."""
+  return None if teacher is None or teacher.cached else teacher.model
+
+
+def variables_of(teacher: Teacher | None):
+  return None if teacher is None else teacher.variables
+
