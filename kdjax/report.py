@@ -51,7 +51,8 @@ def plot_curves(history: list[dict], path: str, title: str = '') -> None:
   ax_loss.plot(epochs, [h['train_loss'] for h in history], marker='o')
   ax_loss.set_xlabel('epoch')
   ax_loss.set_ylabel('train loss')
-  ax_loss.set_yscale('log')
+  if all(h['train_loss'] > 0 for h in history):
+    ax_loss.set_yscale('log')
   for key, label in (('train_accuracy', 'train'), ('validation_accuracy', 'validation'),
                      ('test_accuracy', 'test')):
     measured = [h for h in history if key in h]
