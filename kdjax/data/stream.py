@@ -24,12 +24,15 @@ from typing import Iterator
 
 import jax
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from kdjax.data import catalog
-from kdjax.data import loading
-from kdjax.errors import ConfigError, DataError
+from kdjax.data import _tensorflow
+
+tf = _tensorflow.load()
+import tensorflow_datasets as tfds  # noqa: E402
+
+from kdjax.data import catalog  # noqa: E402
+from kdjax.data import loading  # noqa: E402
+from kdjax.errors import ConfigError, DataError  # noqa: E402
 
 # The fraction of the resized image kept by the central evaluation crop.
 _EVAL_CROP_FRACTION = 0.875

@@ -20,7 +20,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 
 from kdjax import config as config_lib
 from kdjax import models
@@ -173,6 +172,9 @@ def train_epochs(run: Run):
     progress = progress_lib.Progress.resumed(meta, latest)
     say(f'resuming {run.workdir} from the checkpoint of epoch {latest}')
   say(first_line(run))
+  # clu's writer loads TensorFlow; imported here, after kdjax.data has loaded
+  # it quietly (kdjax.data._tensorflow), so nothing but kdjax's lines reach stderr.
+  from clu import metric_writers
   writer = metric_writers.create_default_writer(run.workdir,
                                                 just_logging=jax.process_index() > 0)
   diverged = np.zeros(members.count, np.int64)
