@@ -340,6 +340,17 @@ def member_config(c: ml_collections.ConfigDict, member: dict) -> ml_collections.
   return m
 
 
+def override(c: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
+  """Sets dotted fields (`{'distill.alpha': 0.9}`) in place, like --config.FIELD=VALUE; returns c."""
+  for field, value in changes.items():
+    target = c
+    *parents, leaf = field.split('.')
+    for part in parents:
+      target = target[part]
+    target[leaf] = value
+  return c
+
+
 def to_json_dict(c: ml_collections.ConfigDict) -> dict:
   """The config as plain JSON types (tuples become lists)."""
   return json.loads(c.to_json())

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import mnist_student
+from kdjax import config as config_lib
 from kdjax import losses, objectives, report
 from kdjax.errors import ConfigError
 from kdjax.train import checkpoint, loop
@@ -24,13 +25,7 @@ def _config(data_dir, **changes):
   c.train_examples = 2048
   c.batch_size = 128
   c.num_epochs = 1
-  for field, value in changes.items():
-    target = c
-    *parents, leaf = field.split('.')
-    for part in parents:
-      target = target[part]
-    target[leaf] = value
-  return c
+  return config_lib.override(c, changes)
 
 
 def test_eval_every_two_finishes_and_plots_evaluated_epochs_only(mnist_data_dir, tmp_path):

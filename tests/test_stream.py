@@ -97,13 +97,7 @@ def test_a_stopped_streamed_epoch_returns_after_its_first_step(mnist_data_dir):
 def _config(**fields):
   config = config_lib.default()
   config.model.hidden = (64,)
-  for key, value in fields.items():
-    target = config
-    *parents, last = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[last] = value
-  return config
+  return config_lib.override(config, fields)
 
 
 def test_streamed_mnist_run_learns(mnist_data_dir, tmp_path):
