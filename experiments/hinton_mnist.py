@@ -25,6 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from kdjax import analysis, cli, report
+from kdjax import config as config_lib
 from kdjax.errors import KDError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all stages and the report.')
@@ -49,11 +50,18 @@ PAPER = {  # Hinton et al. 2015 §3 and the seeds, as test errors / accuracy.
 }
 
 
+# Every stage holds out the same seeded 10 % of the training split (teacher
+# included, so it never trains on a student's validation images); every
+# choice the report makes is made on it.
+VALIDATION_FRACTION = 0.1
+
+
 def _base(name: str) -> ml_collections.ConfigDict:
   module = __import__(f'configs.{name}', fromlist=['get_config'])
   config = module.get_config()
   config.data_dir = _DATA_DIR.value
   config.train_examples = _TRAIN_EXAMPLES.value
+  config.validation_fraction = VALIDATION_FRACTION
   return config
 
 
@@ -72,19 +80,15 @@ def _stages(quick: bool, seeds: int, omit: int):
     c.model.hidden = hidden
     c.num_epochs = epochs['student']
     c.sweep.seed = seed_axis
-    for field, value in changes.items():
-      target = c
-      *parents, leaf = field.split('.')
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
-    return c
+    return config_lib.override(c, changes)
 
   def distilled(hidden, temperatures, alphas, **changes):
-    c = student(hidden, **changes)
+    # Soft targets only (alpha 1) at T = 20 unless `changes` say otherwise.
+    c = student(hidden)
     c.teacher.workdir = 'teacher'
     c.distill.temperature = 20.0
     c.distill.alpha = 1.0
+    config_lib.override(c, changes)
     c.sweep.temperature = temperatures
     c.sweep.alpha = alphas
     return c
@@ -98,7 +102,7 @@ def _stages(quick: bool, seeds: int, omit: int):
   for width in (30, 300):
     stages.append((f'grid_{width}_alone', student((width, width))))
     stages.append((f'grid_{width}', distilled((width, width), grid_t, grid_a)))
-  omit_changes = {'omit_classes': (omit,), 'validation_fraction': 0.1}
+  omit_changes = {'omit_classes': (omit,)}
   stages.append(('omit_alone', student((800, 800), **omit_changes)))
   stages.append(('omit_distill', distilled((800, 800), (), (), **omit_changes)))
   return stages
