@@ -9,7 +9,11 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect of a terminated jo
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR):
-  print(f'error: {message}', file=sys.stderr, flush=True)
+  """Prints `error: <message>` as one line on stderr and exits with `code`."""
+  # Messages quoted from other libraries may run over several lines; the
+  # contract (and the scripts that read it) is one line.
+  lines = str(message).strip().splitlines()
+  print(f'error: {lines[0] if lines else "failed"}', file=sys.stderr, flush=True)
   sys.exit(code)
 
 

@@ -57,3 +57,22 @@ def test_saved_config_round_trips_with_the_model_options_it_had():
   back = config_lib.from_json_dict(config_lib.to_json_dict(c))
   assert back.model.to_dict() == {'name': 'resnet8', 'dtype': 'float32'}
   assert config_lib.to_json_dict(back) == config_lib.to_json_dict(c)
+
+
+def test_a_seed_sweep_gives_each_member_its_own_data_order_unless_told_not_to():
+  c = config_lib.default()
+  c.seed, c.data_seed, c.sweep.seed = 10, 100, (10, 11, 13)
+  assert [m['data_seed'] for m in config_lib.sweep_members(c)] == [100, 101, 103]
+  assert [config_lib.member_config(c, m).data_seed for m in config_lib.sweep_members(c)] == [
+      100, 101, 103]
+  c.sweep.couple_data_seed = False
+  assert [m['data_seed'] for m in config_lib.sweep_members(c)] == [100, 100, 100]
+
+
+def test_flips_of_grayscale_digits_need_allow_flip():
+  c = config_lib.default()
+  c.augment.flip = True
+  with pytest.raises(ConfigError, match=r'config\.augment\.flip=True: mnist'):
+    config_lib.validate(c)
+  c.augment.allow_flip = True
+  config_lib.validate(c)

@@ -120,6 +120,7 @@ def test_unfinished_teacher_is_refused(finished_run, mnist_data_dir, tmp_path):
               f'--config.teacher.workdir={teacher}', f'--config.data_dir={mnist_data_dir}'])
   line = _one_error_line(out)
   assert 'unfinished' in line and teacher in line, line
+  assert not os.path.exists(tmp_path / 'student')
 
 
 def _unwritable_existing_dir():
@@ -191,4 +192,4 @@ def test_batch_size_not_divisible_by_the_devices(mnist_data_dir, tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   line = _one_error_line(out)
   assert 'batch_size=30' in line and '4 devices' in line and 'multiple of 4' in line, line
-  assert not os.path.exists(f'{tmp_path}/run/checkpoints')
+  assert not os.path.exists(f'{tmp_path}/run')  # refused before the workdir was made
