@@ -11,6 +11,11 @@ the teacher run inside the step because the inputs are augmented). Writes
 report.md / report.json with the seed's numbers beside ours, and
 curves.png (test accuracy per epoch).
 
+Every run holds out the same seeded 10 % of the training split (seed003: its
+20 %) as validation. The distilled row's T and alpha, and the best value of
+seed 004's one-dimensional sweeps, are chosen there, by the mean validation
+accuracy over seeds; the test set only gives the numbers reported.
+
 Presets (CIFAR-10, the seeds' set-ups):
   seed001  ResNet-101 → ResNet-18, SGD 0.1, 101 epochs; T ∈ {1, 5, 10} ×
            alpha ∈ {0.1, 0.5, 0.9}. Seed: 92.59% alone, 93.38% best (T=5, alpha=0.1).
@@ -61,37 +66,55 @@ def body(stages: common.Stages, preset: dict) -> str:
   teacher = stages.alone('teacher', preset['teacher'], seeds=1,
                          epochs=preset.get('teacher_epochs'))
   teacher_dir = stages.teacher_of('teacher')
-  rows = [[f'teacher {preset["teacher"]}', common.accuracy_text(common.members(teacher)),
+  teacher_runs = common.members(teacher)
+  rows = [[f'teacher {preset["teacher"]}', common.accuracy_text(teacher_runs),
            '', '', ref.get('teacher', ''), '`teacher`']]
-  grid_sections, data, curves = [], {'teacher': teacher['test_accuracy'], 'students': {}}, {}
+  report_rows = [common.row(f'teacher {preset["teacher"]}', teacher_runs, stage='teacher')]
+  selections, oracle_lines = [], []
+  grid_sections, data, curves = [], {'teacher': teacher_runs[0]['test_accuracy'],
+                                     'students': {}}, {}
   for student in preset['students']:
     alone = common.members(stages.alone(f'{student}_alone', student))
     kd = common.members(stages.distill(
         f'{student}_kd', student, teacher_dir, temperatures=preset['temperatures'],
         alphas=preset['alphas']))
     groups = common.group(kd, ('temperature', 'alpha'))
-    best = max(groups, key=lambda k: common.mean_accuracy(groups[k]))
+    best, selection, oracle = common.select(
+        f'{student}: T and alpha of the distilled row', groups, ('temperature', 'alpha'))
+    selections.append(selection)
+    setting = f'T={best[0]:g}, alpha={best[1]:g}'
     gain = 100 * (common.mean_accuracy(groups[best]) - common.mean_accuracy(alone))
     rows.append([f'{student} alone', common.accuracy_text(alone), '', '',
                  ref.get(f'{student}_alone', ''), f'`{student}_alone`'])
-    rows.append([f'{student} distilled', common.accuracy_text(groups[best]),
-                 f'T={best[0]:g}, alpha={best[1]:g}', f'{gain:+.2f}',
+    rows.append([f'{student} distilled, {setting} (chosen on validation)',
+                 common.accuracy_text(groups[best]), setting, f'{gain:+.2f}',
                  ref.get(f'{student}_kd', ''), f'`{student}_kd`'])
+    report_rows.append(common.row(f'{student} alone', alone, stage=f'{student}_alone'))
+    report_rows.append(common.row(
+        f'{student} distilled from {preset["teacher"]}, {setting}', groups[best],
+        stage=f'{student}_kd', selected_on='validation', gain_points=gain))
+    if len(groups) > 1:
+      oracle_lines.append(f'{student}: ' + common.oracle_text(
+          groups, oracle, f'T={oracle[0]:g}, alpha={oracle[1]:g}'))
     curves[f'{student} alone'] = alone
-    curves[f'{student} distilled (T={best[0]:g}, alpha={best[1]:g})'] = groups[best]
+    curves[f'{student} distilled ({setting})'] = groups[best]
     data['students'][student] = {
         'alone': common.mean_accuracy(alone), 'alone_runs': [r['test_accuracy'] for r in alone],
         'grid': {f'T={t:g},alpha={a:g}': [r['test_accuracy'] for r in g]
                  for (t, a), g in sorted(groups.items())},
-        'best': {'temperature': best[0], 'alpha': best[1],
-                 'accuracy': common.mean_accuracy(groups[best])}}
+        'grid_validation': {f'T={t:g},alpha={a:g}': [r['validation_accuracy'] for r in g]
+                            for (t, a), g in sorted(groups.items())},
+        'chosen': selection, 'gain_points': gain}
     if len(groups) > 1:
       ts = sorted({t for t, _ in groups})
       alphas = sorted({a for _, a in groups})
-      grid_sections.append((
-          f'{student}: test accuracy, T × alpha (alone: {common.accuracy_text(alone)})',
-          ['alpha \\ T'] + [f'{t:g}' for t in ts],
-          [[f'{a:g}'] + [common.accuracy_text(groups[(t, a)]) for t in ts] for a in alphas]))
+      for split, field in (('validation', 'validation_accuracy'), ('test', 'test_accuracy')):
+        grid_sections.append((
+            f'{student}: {split} accuracy, T × alpha (alone: '
+            f'{common.accuracy_text(alone, field)})',
+            ['alpha \\ T'] + [f'{t:g}' for t in ts],
+            [[f'{a:g}'] + [common.accuracy_text(groups[(t, a)], field) for t in ts]
+             for a in alphas]))
   extra = preset.get('extra')
   if extra:
     # seed 004's two one-dimensional sweeps on one student.
@@ -103,20 +126,35 @@ def body(stages: common.Stages, preset: dict) -> str:
                 'alphas': values if axis == 'alpha' else preset['alphas']}
       swept = common.group(common.members(stages.distill(name, student, teacher_dir, **kwargs)),
                            (axis,))
-      grid_sections.append((f'{student}: test accuracy vs {axis} ({fixed} fixed)',
-                            [axis, 'test accuracy'],
-                            [[f'{k[0]:g}', common.accuracy_text(v)] for k, v in
-                             sorted(swept.items())]))
+      best, selection, oracle = common.select(f'{student}: {axis} ({fixed} fixed)', swept,
+                                              (axis,))
+      selections.append(selection)
+      oracle_lines.append(f'{student} {axis} sweep: ' + common.oracle_text(
+          swept, oracle, common.setting_text((axis,), oracle)))
+      fixed_value = kwargs['alphas' if fixed == 'alpha' else 'temperatures'][0]
+      for key, runs in sorted(swept.items()):
+        settings = common.setting_text(('temperature', 'alpha'), (
+            (key[0], fixed_value) if axis == 'temperature' else (fixed_value, key[0])))
+        report_rows.append(common.row(f'{student} distilled from {preset["teacher"]}, {settings}',
+                                      runs, stage=name))
+      grid_sections.append((f'{student}: accuracy vs {axis} ({fixed}={fixed_value:g} fixed; '
+                            f'chosen on validation: {axis}={best[0]:g})',
+                            [axis, 'validation accuracy', 'test accuracy'],
+                            [[f'{k[0]:g}', common.accuracy_text(v, 'validation_accuracy'),
+                              common.accuracy_text(v)] for k, v in sorted(swept.items())]))
       data[name] = {f'{k[0]:g}': [r['test_accuracy'] for r in v] for k, v in swept.items()}
   common.plot_curves(f'{stages.workdir}/curves.png', curves,
                      f'{preset["name"]} on {stages.setup.dataset}')
+  notes = 'Figure: `curves.png` (test accuracy per epoch, mean over seeds).\n'
+  if oracle_lines:
+    notes += '\n' + '\n'.join(f'- {line}' for line in oracle_lines) + '\n'
   return common.write_report(
       stages, title=f'Knowledge distillation, preset {preset["name"]}',
       command=common.command_line(),
       sections=[('Teacher and students',
-                 ['model', 'test accuracy', 'best setting', 'gain (points)', 'seed reports',
-                  'sub-workdir'], rows)] + grid_sections,
-      data=data, notes='Figure: `curves.png` (test accuracy per epoch, mean over seeds).\n')
+                 ['model', 'test accuracy', 'setting (chosen on validation)', 'gain (points)',
+                  'seed reports', 'sub-workdir'], rows)] + grid_sections,
+      data=data, rows=report_rows, selections=selections, notes=notes)
 
 
 if __name__ == '__main__':

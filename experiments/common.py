@@ -4,9 +4,18 @@ A launcher describes its experiment as stages, each one kdjax run (or one
 vectorised sweep) in its own sub-directory of `--workdir`. Finished stages
 are returned as they are and an interrupted one resumes from its checkpoint,
 so rerunning a launcher's command continues where it stopped.
+
+Every run holds out the same seeded part of the training split as
+validation (VALIDATION_FRACTION, VALIDATION_SEED), teachers included. A
+report's choices (best T, grid point, kind...) are made on it (`select`), and
+each report row carries the settings its runs trained with, read back from
+their results.json (`row`). `--quick` runs a preset at smoke-test size on the
+full preset's code path (`shrunk`, `shrunk_preset`).
 """
 
+import copy
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -17,12 +26,15 @@ import numpy as np
 from absl import app, flags
 
 from kdjax import analysis, cli, report
-from kdjax.errors import ConfigError
+from kdjax.errors import ConfigError, KDError
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all stages and the report.')
 DATASET = flags.DEFINE_string('dataset', None, "TFDS name (default: the preset's).")
 PRESET = flags.DEFINE_string('preset', None, 'Which set-up to run (see --helpfull).')
-QUICK = flags.DEFINE_bool('quick', False, 'One short epoch on a few examples per stage.')
+QUICK = flags.DEFINE_bool(
+    'quick', False, 'Minutes instead of hours. Conv launchers: every stage at smoke-test size '
+    '(few epochs, examples and grid values, narrow MLPs) on the full preset\'s code path; '
+    'hinton_mnist: its demo (2 epochs, a small grid).')
 SEEDS = flags.DEFINE_integer('seeds', 0, "Seeds per student (0: the preset's).")
 EPOCHS = flags.DEFINE_integer('epochs', 0, "Epochs per run (0: the preset's).")
 TRAIN_EXAMPLES = flags.DEFINE_integer(
@@ -32,8 +44,15 @@ TEMPERATURE = flags.DEFINE_float('temperature', 4.0,
                                  'Distillation temperature (launchers without a T grid).')
 ALPHA = flags.DEFINE_float('alpha', 0.9, 'Weight of the soft term (launchers without a grid).')
 
-QUICK_EXAMPLES = 64
-QUICK_BATCH = 32
+# Every launcher holds out the same seeded images of the training split, for
+# teachers and students alike: no teacher has trained on a student's
+# validation images, and every choice a report makes is made on them.
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 0
+
+QUICK_EXAMPLES = 48
+QUICK_BATCH = 16
+QUICK_WIDTH = 16
 
 
 def base_config(recipe: str) -> ml_collections.ConfigDict:
@@ -58,7 +77,7 @@ class Setup:
   epochs: int = 200
   seeds: int = 1
   train_examples: int = 0
-  validation_fraction: float = 0.0
+  validation_fraction: float = VALIDATION_FRACTION
   batch_size: int = 128
   model_options: dict = dataclasses.field(default_factory=dict)  # per model name
   quick: bool = False
@@ -78,15 +97,76 @@ class Setup:
     c.train_examples = self.train_examples
     c.sweep.mode = self.sweep_mode
     c.validation_fraction = self.validation_fraction
+    c.validation_seed = VALIDATION_SEED
     c.batch_size = self.batch_size
     from kdjax.data import catalog
     if catalog.get_info(self.dataset).image_shape[-1] == 1:
-      c.augment.max_shift = 2  # 28×28 grayscale: a smaller shift than CIFAR's 4
-    if self.quick:
-      c.num_epochs, c.eval_every, c.checkpoint_every = 1, 1, 1
-      c.train_examples = QUICK_EXAMPLES
-      c.batch_size = c.eval_batch_size = QUICK_BATCH
-    return c
+      # 28×28 grayscale digits and clothes: a smaller shift than CIFAR's 4,
+      # and no mirror images (a mirrored digit is not the same digit).
+      c.augment.max_shift = 2
+      c.augment.flip = False
+    return shrunk(c) if self.quick else c
+
+
+def shrunk(config: ml_collections.ConfigDict, *, widths: bool = True) -> ml_collections.ConfigDict:
+  """`config` at smoke-test size, on the code path of the full-size run.
+
+  Only sizes change: epochs, training examples, batch sizes and, with
+  `widths`, the hidden widths of MLPs (the one family with a width option;
+  the depth is kept). Everything that picks a code path stays: optimizer,
+  schedule (warm-up and step boundaries scaled with the epochs, every
+  boundary still crossed), an evaluation and checkpoint cadence above one
+  epoch where the full run's is, augmentation, the teacher and how it is
+  run, sweep axes and mode, the validation split and class filters.
+
+  Args:
+    config: a run config.
+    widths: narrow MLP hidden layers to QUICK_WIDTH units.
+
+  Returns:
+    A shrunk copy; `config` is left as it is.
+  """
+  c = copy.deepcopy(config)
+  full_epochs = c.num_epochs
+  # Three epochs with a cadence of two: epoch 1 trains without evaluating,
+  # epoch 2 is on the cadence, epoch 3 is the off-cadence last one.
+  c.num_epochs = 3 if c.eval_every > 1 else min(full_epochs, 2)
+  c.eval_every = min(c.eval_every, 2)
+  c.checkpoint_every = min(c.checkpoint_every, 2)
+  scale = c.num_epochs / full_epochs
+  if len(c.schedule.boundaries):
+    c.schedule.boundaries = tuple(sorted({min(max(1, round(b * scale)), c.num_epochs - 1)
+                                          for b in c.schedule.boundaries}))
+  if c.schedule.warmup_epochs:
+    c.schedule.warmup_epochs = min(max(1, round(c.schedule.warmup_epochs * scale)),
+                                   c.num_epochs - 1)
+  c.train_examples = QUICK_EXAMPLES
+  c.batch_size = QUICK_BATCH
+  c.eval_batch_size = 2 * QUICK_BATCH
+  if widths and c.model.name == 'mlp':
+    from kdjax import models
+    hidden = c.model.get('hidden') or models.create('mlp', num_classes=10).hidden
+    with c.model.unlocked():
+      c.model.hidden = tuple(min(QUICK_WIDTH, h) for h in hidden)
+  return c
+
+
+def shrunk_preset(preset: dict) -> dict:
+  """A preset at smoke-test size: every swept list cut to its first two values
+  (a grid stays a grid, seeds stay a seed sweep), one student of a list."""
+  out = dict(preset)
+  for key in ('temperatures', 'alphas', 'kinds'):
+    if key in out:
+      out[key] = tuple(out[key])[:2]
+  if 'students' in out:
+    out['students'] = tuple(out['students'])[:1]
+  if 'extra' in out:
+    out['extra'] = shrunk_preset(out['extra'])
+  if 'seeds' in out:
+    out['seeds'] = min(out['seeds'], 2)
+  if 'generations' in out:
+    out['generations'] = min(out['generations'], 2)
+  return out
 
 
 class Stages:
@@ -113,8 +193,8 @@ class Stages:
             epochs: int | None = None, seed: int = 0) -> dict:
     """`model` trained on the labels, once per seed (one vectorised program)."""
     c = self.setup.config(model, epochs=epochs)
-    c.seed = seed
-    c.sweep.seed = _seed_axis(self.setup.seeds if seeds is None else seeds)
+    _set_seed(c, seed)
+    c.sweep.seed = _seed_axis(self.setup.seeds if seeds is None else seeds, seed)
     return self.run(name, c)
 
   def distill(self, name: str, model: str, teacher: str, *, temperatures: Sequence[float],
@@ -122,17 +202,19 @@ class Stages:
               seeds: int | None = None, epochs: int | None = None, seed: int = 0) -> dict:
     """`model` taught by the run in `teacher` (a path), over T × alpha × kind × seed.
 
-    With one seed, the run uses `seed` (e.g. the chain it belongs to).
+    With one seed, the run uses `seed` (e.g. the chain it belongs to) for its
+    initialisation, dropout and augmentation, and as its data seed; a seed
+    sweep counts up from `seed`, each member with its own data order.
     """
     c = self.setup.config(model, epochs=epochs)
-    c.seed = seed
+    _set_seed(c, seed)
     c.teacher.workdir = teacher
     c.distill.temperature, c.distill.alpha, c.distill.kind = (
         float(temperatures[0]), float(alphas[0]), kinds[0])
     c.sweep.temperature = tuple(float(t) for t in temperatures) if len(temperatures) > 1 else ()
     c.sweep.alpha = tuple(float(a) for a in alphas) if len(alphas) > 1 else ()
     c.sweep.kind = tuple(kinds) if len(kinds) > 1 else ()
-    c.sweep.seed = _seed_axis(self.setup.seeds if seeds is None else seeds)
+    c.sweep.seed = _seed_axis(self.setup.seeds if seeds is None else seeds, seed)
     return self.run(name, c)
 
   def teacher_of(self, name: str) -> str:
@@ -144,12 +226,149 @@ class Stages:
     return (time.perf_counter() - self.start) / 60
 
 
-def _seed_axis(seeds: int) -> tuple:
-  return tuple(range(seeds)) if seeds > 1 else ()
+def _set_seed(c: ml_collections.ConfigDict, seed: int) -> None:
+  # One seed for the model (init, dropout, augmentation) and the data order:
+  # runs compared across seeds differ in both, never in one alone.
+  c.seed = seed
+  c.data_seed = seed
+
+
+def _seed_axis(seeds: int, first: int = 0) -> tuple:
+  return tuple(range(first, first + seeds)) if seeds > 1 else ()
 
 
 members = report.members
 group = report.group
+
+# The settings a report row states; all runs of a row must share them.
+ROW_SETTINGS = ('dataset', 'model', 'model_options', 'temperature', 'alpha', 'kind',
+                'omit_classes', 'teacher_model', 'teacher_dataset', 'validation')
+
+
+def run_settings(workdir: str) -> dict:
+  """What the run in `workdir` trained with, read back from its results.json.
+
+  A report states these rather than what its launcher meant to run, so a
+  launcher that sets a field wrongly cannot label a row with the intended
+  value. Fields that older results.json files lack are read from the config
+  saved beside them.
+  """
+  results = report.read_json(os.path.join(workdir, 'results.json'))
+  config = results.get('config', {})
+  teacher = results.get('teacher') or {}
+  validation = results.get('validation')
+  if validation is None and config.get('validation_fraction'):
+    validation = {'fraction': config['validation_fraction'],
+                  'seed': config.get('validation_seed'), 'examples': None}
+  distilled = bool(teacher)
+  return {
+      'workdir': workdir, 'dataset': results['dataset'], 'model': results['model'],
+      'model_options': {k: v for k, v in config.get('model', {}).items()
+                        if k not in ('name', 'dtype')},
+      'temperature': results.get('temperature') if distilled else None,
+      'alpha': results.get('alpha') if distilled else None,
+      'kind': results.get('kind') if distilled else None,
+      'seed': results.get('seed', config.get('seed')),
+      'data_seed': results.get('data_seed', config.get('data_seed')),
+      'omit_classes': list(results.get('omit_classes', config.get('omit_classes', ()))),
+      'teacher_model': teacher.get('model'), 'teacher_workdir': teacher.get('workdir'),
+      'teacher_dataset': teacher.get('dataset'), 'validation': validation,
+      'test_accuracy': results['test_accuracy'],
+      'test_errors': results.get('test_errors'),
+      'validation_accuracy': results.get('validation_accuracy'),
+  }
+
+
+def row(label: str, runs: list[dict], **fields) -> dict:
+  """A report.json row: `label` with the settings its runs trained with.
+
+  Args:
+    label: what the report says the row is (the launcher's intent, e.g.
+      'resnet18 distilled, T=5, alpha=0.1'); tests hold it against the
+      settings read back here.
+    runs: the runs (member rows with a 'workdir') averaged in the row, one
+      per seed.
+    **fields: more fields for the row (e.g. `stage`, `reference`, `bias`).
+
+  Returns:
+    The row: label, every ROW_SETTINGS field, seeds, data_seeds, workdirs,
+    and mean (and std) test and validation accuracy over the runs.
+
+  Raises:
+    KDError: the runs differ in a setting other than their seeds; a row
+      compares one thing.
+  """
+  read = [run_settings(r['workdir']) for r in runs]
+  out = {'label': label}
+  for key in ROW_SETTINGS:
+    values = {json.dumps(s[key], sort_keys=True) for s in read}
+    if len(values) > 1:
+      raise KDError(f'report row {label!r} mixes runs with different {key}: '
+                    f'{", ".join(sorted(values))}')
+    out[key] = read[0][key]
+  mean, std = analysis.mean_std([s['test_accuracy'] for s in read])
+  validation = [s['validation_accuracy'] for s in read]
+  out.update(seeds=[s['seed'] for s in read], data_seeds=[s['data_seed'] for s in read],
+             workdirs=[s['workdir'] for s in read], test_accuracy=mean, test_accuracy_std=std,
+             validation_accuracy=(None if None in validation else float(np.mean(validation))))
+  out.update(fields)
+  return out
+
+
+def select(what: str, groups: dict[tuple, list[dict]], keys: Sequence[str]):
+  """The group of runs with the best mean validation accuracy.
+
+  Args:
+    what: what is being chosen, e.g. 'resnet18: T and alpha of the distilled row'.
+    groups: runs (member rows) by their settings, e.g. `group(rows, keys)`.
+    keys: the names of the settings in each group's key.
+
+  Returns:
+    (chosen key, selection entry for report.json, the test-set oracle's key).
+    The oracle (best on test) is only for a report line labelled as not a
+    valid selection.
+
+  Raises:
+    KDError: a run has no validation accuracy (trained without a validation split).
+  """
+  if any(r.get('validation_accuracy') is None for rows in groups.values() for r in rows):
+    raise KDError(f'{what}: choosing needs a validation split; some runs trained without one')
+  chosen = max(groups, key=lambda k: mean_accuracy(groups[k], 'validation_accuracy'))
+  oracle = max(groups, key=lambda k: mean_accuracy(groups[k]))
+  entry = {'what': what, 'chosen': dict(zip(keys, chosen)), 'selected_on': 'validation',
+           'validation_accuracy': mean_accuracy(groups[chosen], 'validation_accuracy'),
+           'test_accuracy': mean_accuracy(groups[chosen]),
+           'candidates': len(groups), 'seeds': len(groups[chosen])}
+  return chosen, entry, oracle
+
+
+def oracle_text(groups: dict[tuple, list[dict]], oracle: tuple, name: str) -> str:
+  """The report.md line for the best group on test, labelled so."""
+  return (f'test-set oracle (not a valid selection): {name}, '
+          f'{accuracy_text(groups[oracle])} test')
+
+
+def setting_text(keys: Sequence[str], values: Sequence) -> str:
+  """'T=5, alpha=0.1' for keys ('temperature', 'alpha')."""
+  short = {'temperature': 'T', 'alpha': 'alpha', 'kind': 'kind', 'seed': 'seed'}
+  return ', '.join(f'{short.get(k, k)}={v:g}' if isinstance(v, float) else f'{short.get(k, k)}={v}'
+                   for k, v in zip(keys, values))
+
+
+def validation_text(results: dict) -> str:
+  """'validation: seeded 10 % of the training split, N images' for a run's results."""
+  first = members(results)[0]
+  settings = run_settings(first['workdir'])
+  split = settings['validation']
+  if not split:
+    return 'validation: none (no validation split; nothing is chosen)'
+  examples = split.get('examples')
+  if examples is None:  # older results.json: count the saved validation logits
+    with np.load(os.path.join(first['workdir'], 'logits.npz')) as logits:
+      examples = len(logits['validation'])
+  return (f'validation: seeded {100 * split["fraction"]:g} % of the training split '
+          f'(validation_seed {split["seed"]}), {examples:,} images, the same for every run; '
+          'every choice below is made on it, the test set only gives the number reported')
 
 
 def accuracy_text(rows: list[dict], field: str = 'test_accuracy') -> str:
@@ -194,15 +413,26 @@ def save_figure(fig, ax, path: str, title: str) -> None:
 
 def write_report(stages: Stages, *, title: str, command: str,
                  sections: list[tuple[str, list[str], list[list[str]]]],
-                 data: dict, notes: str = '') -> str:
-  """Writes report.md (tables) and report.json (numbers); returns the markdown."""
+                 data: dict, rows: list[dict], selections: list[dict] = (),
+                 notes: str = '') -> str:
+  """Writes report.md (tables) and report.json (numbers); returns the markdown.
+
+  report.json holds `data`, the `rows` (see `row`: each with the settings its
+  runs trained with) and the `selections` (see `select`).
+  """
+  first = next(iter(stages.results.values()))
+  validation = validation_text(first)
   md = [f'# {title}\n',
         f'Command: `{command}`; wall time of the stages run now: '
         f'{stages.wall_minutes():.1f} min; {stages.setup.seeds} seed(s) per student; '
-        f'dataset `{stages.setup.dataset}`.\n']
-  for heading, header, rows in sections:
+        f'dataset `{stages.setup.dataset}`.\n', f'{validation[0].upper()}{validation[1:]}.\n']
+  if selections:
+    md.append('Chosen on the validation split: ' + '; '.join(
+        f'{s["what"]}: {chosen_text(s["chosen"])} ({100 * s["validation_accuracy"]:.2f}% '
+        f'validation, {100 * s["test_accuracy"]:.2f}% test)' for s in selections) + '.\n')
+  for heading, header, table in sections:
     md.append(f'## {heading}\n')
-    md.append(report.markdown_table(header, rows))
+    md.append(report.markdown_table(header, table))
     md.append('')
   if notes:
     md.append(notes)
@@ -210,9 +440,37 @@ def write_report(stages: Stages, *, title: str, command: str,
   with open(os.path.join(stages.workdir, 'report.md'), 'w') as f:
     f.write(text)
   report.write_json(os.path.join(stages.workdir, 'report.json'), dict(
-      data, wall_seconds=stages.wall_minutes() * 60, setup=dataclasses.asdict(stages.setup),
+      data, rows=rows, selections=list(selections), validation=validation,
+      wall_seconds=stages.wall_minutes() * 60, setup=dataclasses.asdict(stages.setup),
       stages={name: r['workdir'] for name, r in stages.results.items()}))
   return text
+
+
+def chosen_text(chosen) -> str:
+  """A selection's `chosen` settings as text ('T=5, alpha=0.1') or a label as it is."""
+  if isinstance(chosen, dict):
+    return setting_text(list(chosen), list(chosen.values()))
+  return str(chosen)
+
+
+def make_setup(preset: dict, *, dataset: str | None = None, epochs: int = 0, seeds: int = 0,
+               train_examples: int = -1, quick: bool = False, data_dir: str = '',
+               sweep_mode: str = 'auto') -> tuple[Setup, dict]:
+  """The Setup and the preset a launcher runs, from a preset and its flags' values.
+
+  `quick` shrinks both (see `shrunk` and `shrunk_preset`); 0 / -1 / None
+  take the preset's value.
+  """
+  if quick:
+    preset = shrunk_preset(preset)
+  setup = Setup(
+      dataset=dataset or preset['dataset'], recipe=preset.get('recipe', 'sgd'),
+      epochs=epochs or preset['epochs'], seeds=seeds or preset.get('seeds', 1),
+      train_examples=preset.get('train_examples', 0) if train_examples == -1 else train_examples,
+      validation_fraction=preset.get('validation_fraction', VALIDATION_FRACTION),
+      batch_size=preset.get('batch_size', 128), model_options=preset.get('model_options', {}),
+      quick=quick, data_dir=data_dir, sweep_mode=sweep_mode)
+  return setup, preset
 
 
 def launch(presets: dict[str, dict], body: Callable[[Stages, dict], str], *,
@@ -238,21 +496,15 @@ def launch(presets: dict[str, dict], body: Callable[[Stages, dict], str], *,
           raise ConfigError(f'{flag}={value} must be >= 0')
       if TRAIN_EXAMPLES.value < -1:
         raise ConfigError(f'--train_examples={TRAIN_EXAMPLES.value} must be >= -1')
-      setup = Setup(
-          dataset=DATASET.value or preset['dataset'], recipe=preset.get('recipe', 'sgd'),
-          epochs=EPOCHS.value or preset['epochs'], seeds=SEEDS.value or preset.get('seeds', 1),
-          train_examples=(preset.get('train_examples', 0) if TRAIN_EXAMPLES.value == -1
-                          else TRAIN_EXAMPLES.value),
-          validation_fraction=preset.get('validation_fraction', 0.0),
-          batch_size=preset.get('batch_size', 128),
-          model_options=preset.get('model_options', {}), quick=QUICK.value,
-          data_dir=DATA_DIR.value)
+      setup, preset_now = make_setup(
+          preset, dataset=DATASET.value, epochs=EPOCHS.value, seeds=SEEDS.value,
+          train_examples=TRAIN_EXAMPLES.value, quick=QUICK.value, data_dir=DATA_DIR.value)
       from kdjax.data import catalog
       catalog.get_info(setup.dataset)  # an unknown name fails here, in one line
       workdir = os.path.abspath(WORKDIR.value)
       os.makedirs(workdir, exist_ok=True)
       stages = Stages(workdir, setup)
-      print(body(stages, dict(preset, name=name)), flush=True)
+      print(body(stages, dict(preset_now, name=name)), flush=True)
 
     cli.run_guarded(go)
 

@@ -36,9 +36,13 @@ def body(stages: common.Stages, preset: dict) -> str:
     taught[student] = common.members(stages.distill(
         f'{student}_from_{teacher}', student, stages.teacher_of(f'{teacher}_alone'),
         temperatures=(common.TEMPERATURE.value,), alphas=(common.ALPHA.value,)))
-  rows, data, curves = [], {}, {}
+  rows, data, curves, report_rows = [], {}, {}, []
+  setting = f'T={common.TEMPERATURE.value:g}, alpha={common.ALPHA.value:g}'
   for student, teacher in ((a, b), (b, a)):
     gain = 100 * (common.mean_accuracy(taught[student]) - common.mean_accuracy(alone[student]))
+    report_rows.append(common.row(f'{student} alone', alone[student], stage=f'{student}_alone'))
+    report_rows.append(common.row(f'{student} taught by {teacher}, {setting}', taught[student],
+                                  stage=f'{student}_from_{teacher}', gain_points=gain))
     rows.append([f'{student} alone', common.accuracy_text(alone[student]), '', '',
                  f'`{student}_alone`'])
     rows.append([f'{student} taught by {teacher} ({common.accuracy_text(alone[teacher][:1])})',
@@ -59,7 +63,8 @@ def body(stages: common.Stages, preset: dict) -> str:
                  ['model', 'test accuracy', 'gain (points)', 'seed reports', 'sub-workdir'],
                  rows)],
       data=dict(data, temperature=common.TEMPERATURE.value, alpha=common.ALPHA.value),
-      notes='Figure: `curves.png`.\n')
+      rows=report_rows, notes='Nothing is chosen: T and alpha are fixed by the flags, each '
+      "teacher is the other family's first seed.\nFigure: `curves.png`.\n")
 
 
 if __name__ == '__main__':

@@ -13,7 +13,11 @@ skipped, an interrupted one resumes from its checkpoint):
   grid_30/300     30-30 and 300-300 students: alone, and the T × alpha grid of seed 001
   omit3_*         transfer set without 3s: alone, distilled, then the class-3 bias
                   raised by the paper's 3.5 and by a value chosen on validation
-Writes report.md, report.json and PNG figures into --workdir.
+Every stage, the teacher included, holds out the same seeded 10 % of the
+training split as validation; the soft-target T, the 30-30 / 300-300 grid
+points and the omitted digit's bias are chosen on it, and the test set only
+gives the numbers reported. Writes report.md, report.json and PNG figures
+into --workdir.
 """
 
 import os
@@ -24,17 +28,15 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
+from experiments import common
 from kdjax import analysis, cli, report
 from kdjax import config as config_lib
 from kdjax.errors import KDError
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all stages and the report.')
-_QUICK = flags.DEFINE_bool('quick', False, 'A few epochs and a small grid: minutes.')
-_SEEDS = flags.DEFINE_integer('seeds', 1, 'Seeds per student configuration (mean ± std).')
-_DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir ("" = default).')
+# --workdir, --quick, --seeds, --data_dir and --train_examples are the
+# launchers' shared flags (experiments/common.py); --quick here is the demo
+# (2 epochs, a small grid), --seeds 0 means 1 and --train_examples -1 means all.
 _OMIT = flags.DEFINE_integer('omit', 3, 'The digit left out of the transfer set.')
-_TRAIN_EXAMPLES = flags.DEFINE_integer(
-    'train_examples', 0, 'Train every stage on a random subset of this many images (0 = all).')
 
 PAPER = {  # Hinton et al. 2015 §3 and the seeds, as test errors / accuracy.
     'teacher': '67 errors (paper); 99.37% (seed 001)',
@@ -50,48 +52,50 @@ PAPER = {  # Hinton et al. 2015 §3 and the seeds, as test errors / accuracy.
 }
 
 
-# Every stage holds out the same seeded 10 % of the training split (teacher
-# included, so it never trains on a student's validation images); every
-# choice the report makes is made on it.
-VALIDATION_FRACTION = 0.1
-
-
-def _base(name: str) -> ml_collections.ConfigDict:
+def _base(name: str, data_dir: str, train_examples: int) -> ml_collections.ConfigDict:
   module = __import__(f'configs.{name}', fromlist=['get_config'])
   config = module.get_config()
-  config.data_dir = _DATA_DIR.value
-  config.train_examples = _TRAIN_EXAMPLES.value
-  config.validation_fraction = VALIDATION_FRACTION
+  config.data_dir = data_dir
+  config.train_examples = train_examples
+  # Every stage, the teacher included, holds out the same seeded images: no
+  # teacher has trained on a student's validation images, and every choice
+  # the report makes is made on them.
+  config.validation_fraction = common.VALIDATION_FRACTION
+  config.validation_seed = common.VALIDATION_SEED
   return config
 
 
-def _stages(quick: bool, seeds: int, omit: int):
-  """(name, config) for every stage; a config with a teacher names it by stage."""
+def _stages(quick: bool, seeds: int, omit: int, *, data_dir: str = '', train_examples: int = 0):
+  """(name, config) for every stage; a config with a teacher names it by stage.
+
+  `quick` keeps every stage and its recipe (evaluated every epoch, as in the
+  full run) with 2 epochs and smaller grids.
+  """
   epochs = {'teacher': 2 if quick else 60, 'student': 2 if quick else 30}
   seed_axis = tuple(range(seeds)) if seeds > 1 else ()
   stages = []
 
-  teacher = _base('mnist_teacher')
+  teacher = _base('mnist_teacher', data_dir, train_examples)
   teacher.num_epochs = epochs['teacher']
   stages.append(('teacher', teacher))
 
   def student(hidden, **changes):
-    c = _base('mnist_student')
+    c = _base('mnist_student', data_dir, train_examples)
     c.model.hidden = hidden
     c.num_epochs = epochs['student']
     c.sweep.seed = seed_axis
     return config_lib.override(c, changes)
 
   def distilled(hidden, temperatures, alphas, **changes):
-    # Soft targets only (alpha 1) at T = 20 unless `changes` say otherwise.
+    # Soft targets only (alpha 1) at T = 20 unless `changes` say otherwise:
+    # the caller's changes are applied last.
     c = student(hidden)
     c.teacher.workdir = 'teacher'
     c.distill.temperature = 20.0
     c.distill.alpha = 1.0
-    config_lib.override(c, changes)
     c.sweep.temperature = temperatures
     c.sweep.alpha = alphas
-    return c
+    return config_lib.override(c, changes)
 
   stages.append(('student', student((800, 800))))
   stages.append(('distill_T', distilled((800, 800), (2.0, 20.0) if quick else
@@ -120,47 +124,50 @@ def _omit_bias_rows(results: dict, omit: int, labels_test, labels_val) -> list[d
   for member in report.members(results):
     logits = np.load(os.path.join(member['workdir'], 'logits.npz'))
     chosen = analysis.choose_bias(logits['validation'], labels_val, omit)
-    for name, delta in (('paper +3.5', 3.5), (f'validation-chosen', chosen)):
+    for name, delta in (('paper +3.5', 3.5), ('chosen on validation', chosen)):
       adjusted = analysis.adjust_bias(logits['test'], omit, delta)
+      validation = analysis.adjust_bias(logits['validation'], omit, delta)
       rows.append({'variant': name, 'bias': delta, 'seed': member.get('seed'),
+                   'workdir': member['workdir'],
                    'test_errors': analysis.errors(adjusted, labels_test),
+                   'validation_errors': analysis.errors(validation, labels_val),
                    'omitted_errors': analysis.errors(adjusted, labels_test, omit),
                    'omitted_accuracy': 1 - analysis.errors(adjusted, labels_test, omit)
                    / int((labels_test == omit).sum())})
   return rows
 
 
-def _targets(table, results, bias_rows, omit, num_omitted, wall_minutes: float) -> list[dict]:
+def _targets(by_key, bias_rows, omit, num_omitted, wall_minutes: float) -> list[dict]:
   """The full run's targets, each with what was measured and by how much it is missed."""
-  by_model = {row['model']: row for row in table}
   out = []
 
   def add(target, measured, met, short_by=''):
     out.append({'target': target, 'measured': measured, 'met': bool(met),
                 'short_by': '' if met else short_by})
 
-  teacher = by_model['teacher 1200-1200']['test_errors']
+  teacher = by_key['teacher']['test_errors']
   add('teacher <= 80 test errors', f'{teacher:.0f} errors', teacher <= 80,
       f'{teacher - 80:.0f} errors')
-  alone = by_model['800-800 alone']['test_errors']
-  for name in ('800-800 distilled, T=20, soft only', '800-800 distilled, T=20, alpha=0.9'):
-    if name not in by_model:
+  alone = by_key['student']['test_errors']
+  for key, short in (('distill_T20', '800-800 distilled T=20, soft only'),
+                     ('distill_mixed', '800-800 distilled T=20, alpha=0.9')):
+    if key not in by_key:
       continue
-    errors = by_model[name]['test_errors']
+    errors = by_key[key]['test_errors']
     fewer = 1 - errors / alone
-    short = name.replace('800-800 distilled, ', '800-800 distilled ')
     add(f'{short}: <= 95 errors', f'{errors:.0f} errors', errors <= 95,
         f'{errors - 95:.0f} errors')
     add(f'{short}: >= 30% fewer errors than alone ({alone:.0f})',
         f'{100 * fewer:.1f}% fewer', fewer >= 0.3, f'{100 * (0.3 - fewer):.1f} points')
-  chosen = [r for r in bias_rows if r['variant'] == 'validation-chosen']
+  chosen = [r for r in bias_rows if r['variant'] == 'chosen on validation']
   on_omitted = float(np.mean([r['omitted_accuracy'] for r in chosen]))
-  add(f'no-{omit}s student, validation-chosen bias: >= 95% of the {num_omitted} {omit}s right',
-      f'{100 * on_omitted:.1f}%', on_omitted >= 0.95, f'{100 * (0.95 - on_omitted):.1f} points')
-  best = max(by_model[m]['test_accuracy'] for m in by_model
-             if m.startswith('30-30 distilled'))
-  base = by_model['30-30 alone']['test_accuracy']
-  add('30-30: best distilled beats alone', f'{100 * best:.2f}% vs {100 * base:.2f}%', best > base,
+  add(f'no-{omit}s student, bias chosen on validation: >= 95% of the {num_omitted} {omit}s '
+      'right', f'{100 * on_omitted:.1f}%', on_omitted >= 0.95,
+      f'{100 * (0.95 - on_omitted):.1f} points')
+  best = by_key['grid_30_chosen']['test_accuracy']
+  base = by_key['grid_30_alone']['test_accuracy']
+  add('30-30: distilled (T, alpha chosen on validation) beats alone',
+      f'{100 * best:.2f}% vs {100 * base:.2f}%', best > base,
       f'{100 * (base - best):.2f} points')
   add('whole experiment <= 60 min', f'{wall_minutes:.1f} min (sum over stages)',
       wall_minutes <= 60, f'{wall_minutes - 60:.1f} min')
@@ -220,7 +227,8 @@ def _plots(workdir, results, omit, labels_test):
   plt.close(fig)
 
 
-def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
+def run(workdir: str, *, quick: bool, seeds: int, omit: int, data_dir: str = '',
+        train_examples: int = 0) -> dict:
   """Runs every stage (skipping finished ones) and writes the report."""
   from kdjax import data as data_lib
   from kdjax import train
@@ -229,8 +237,8 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
     raise KDError(f'--seeds={seeds} must be >= 1')
   if not 0 <= omit <= 9:
     raise KDError(f'--omit={omit} must be a digit 0-9')
-  if _TRAIN_EXAMPLES.value < 0:
-    raise KDError(f'--train_examples={_TRAIN_EXAMPLES.value} must be >= 0 (0 = all)')
+  if train_examples < 0:
+    raise KDError(f'--train_examples={train_examples} must be >= 0 (0 = all)')
   os.makedirs(workdir, exist_ok=True)
   start = time.perf_counter()
   results = {}
@@ -238,7 +246,8 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
   # covers stages that an earlier invocation ran.
   times_path = os.path.join(workdir, 'stage_seconds.json')
   stage_seconds = report.read_json(times_path) if os.path.exists(times_path) else {}
-  for name, config in _stages(quick, seeds, omit):
+  plan = _stages(quick, seeds, omit, data_dir=data_dir, train_examples=train_examples)
+  for name, config in plan:
     if config.teacher.workdir:
       config.teacher.workdir = os.path.join(workdir, config.teacher.workdir)
     print(f'== stage {name} ==', flush=True)
@@ -255,96 +264,134 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
     results[name]['workdir'] = os.path.join(workdir, name)
   wall_seconds = time.perf_counter() - start
 
-  dataset = data_lib.load('mnist', data_dir=_DATA_DIR.value or None, validation_fraction=0.1)
+  dataset = data_lib.load('mnist', data_dir=data_dir or None,
+                          validation_fraction=common.VALIDATION_FRACTION,
+                          validation_seed=common.VALIDATION_SEED)
   labels_test, labels_val = dataset.test.labels, dataset.validation.labels
   num_omitted = int((labels_test == omit).sum())
+  members = {name: report.members(r) for name, r in results.items()}
 
-  table = []
+  table, selections, oracle_lines = [], [], []
 
-  def row(label, stage, rows, paper, omitted=False):
-    errors_ = [r['test_errors'] for r in rows]
-    accuracy = [r['test_accuracy'] for r in rows]
-    omitted_errors = [r['per_class_errors'][omit] for r in rows] if omitted else None
-    table.append({
-        'model': label, 'workdir': os.path.join(workdir, stage), 'seeds': len(rows),
-        'test_errors': float(np.mean(errors_)), 'test_errors_std':
-            analysis.mean_std(errors_)[1], 'test_accuracy': float(np.mean(accuracy)),
-        'omitted_errors': None if omitted_errors is None else float(np.mean(omitted_errors)),
-        'reference': paper,
-        'text': [label, _fmt(errors_), _fmt(accuracy, 100, 2, '%'),
-                 _fmt(omitted_errors) + f' / {num_omitted}' if omitted else '',
-                 paper, f'`{stage}`']})
+  def row(key, label, stage, runs, paper, omitted=False, **fields):
+    errors_ = [r['test_errors'] for r in runs]
+    accuracy = [r['test_accuracy'] for r in runs]
+    omitted_errors = [r['per_class_errors'][omit] for r in runs] if omitted else None
+    table.append(common.row(
+        label, runs, key=key, stage=stage,
+        test_errors=float(np.mean(errors_)), test_errors_std=analysis.mean_std(errors_)[1],
+        omitted_errors=None if omitted_errors is None else float(np.mean(omitted_errors)),
+        reference=paper, **fields,
+        text=[label, _fmt(errors_), _fmt(accuracy, 100, 2, '%'),
+              _fmt(omitted_errors) + f' / {num_omitted}' if omitted else '',
+              paper, f'`{stage}`']))
 
-  row('teacher 1200-1200', 'teacher', report.members(results['teacher']), PAPER['teacher'])
-  row('800-800 alone', 'student', report.members(results['student']), PAPER['student'])
-  distill = report.group(report.members(results['distill_T']))
+  row('teacher', 'teacher 1200-1200', 'teacher', members['teacher'], PAPER['teacher'])
+  row('student', '800-800 alone', 'student', members['student'], PAPER['student'])
+  distill = report.group(members['distill_T'])
   t20 = distill.get((20.0, 1.0))
   if t20:
-    row('800-800 distilled, T=20, soft only', 'distill_T', t20, PAPER['distill_T20'])
-  row('800-800 distilled, T=20, alpha=0.9', 'distill_mixed',
-      report.members(results['distill_mixed']), '')
+    row('distill_T20', '800-800 distilled, T=20, soft only', 'distill_T', t20,
+        PAPER['distill_T20'])
+  if len(distill) > 1:
+    best_t, selection, oracle = common.select('800-800 distilled, soft only: T', distill,
+                                              ('temperature', 'alpha'))
+    selection['chosen'] = {'temperature': best_t[0]}
+    selections.append(selection)
+    row('distill_chosen_T', f'800-800 distilled, soft only, T={best_t[0]:g} '
+        '(chosen on validation)', 'distill_T', distill[best_t], '', selected_on='validation')
+    oracle_lines.append('800-800 soft only, T: ' + common.oracle_text(
+        distill, oracle, f'T={oracle[0]:g}'))
+  row('distill_mixed', '800-800 distilled, T=20, alpha=0.9', 'distill_mixed',
+      members['distill_mixed'], '')
   for width in (30, 300):
-    row(f'{width}-{width} alone', f'grid_{width}_alone',
-        report.members(results[f'grid_{width}_alone']), PAPER[f'grid_{width}_alone'])
-    groups = report.group(report.members(results[f'grid_{width}']))
-    best_key = max(groups, key=lambda k: np.mean([r['test_accuracy'] for r in groups[k]]))
-    row(f'{width}-{width} distilled, best of grid (T={best_key[0]:g}, '
-        f'alpha={best_key[1]:g})', f'grid_{width}', groups[best_key],
-        PAPER[f'grid_{width}_best'])
-  row(f'800-800 alone, no {omit}s', 'omit_alone', report.members(results['omit_alone']),
+    row(f'grid_{width}_alone', f'{width}-{width} alone', f'grid_{width}_alone',
+        members[f'grid_{width}_alone'], PAPER[f'grid_{width}_alone'])
+    groups = report.group(members[f'grid_{width}'])
+    best, selection, oracle = common.select(f'{width}-{width} distilled: T and alpha', groups,
+                                            ('temperature', 'alpha'))
+    selections.append(selection)
+    row(f'grid_{width}_chosen', f'{width}-{width} distilled, T={best[0]:g}, alpha={best[1]:g} '
+        '(grid point chosen on validation)', f'grid_{width}', groups[best],
+        PAPER[f'grid_{width}_best'], selected_on='validation')
+    if len(groups) > 1:
+      oracle_lines.append(f'{width}-{width} grid: ' + common.oracle_text(
+          groups, oracle, f'T={oracle[0]:g}, alpha={oracle[1]:g}'))
+  row('omit_alone', f'800-800 alone, no {omit}s', 'omit_alone', members['omit_alone'],
       PAPER['omit_alone'], omitted=True)
-  row(f'800-800 distilled, no {omit}s', 'omit_distill', report.members(results['omit_distill']),
-      PAPER['omit_distill'], omitted=True)
+  row('omit_distill', f'800-800 distilled, no {omit}s, T=20, soft only', 'omit_distill',
+      members['omit_distill'], PAPER['omit_distill'], omitted=True)
   bias_rows = _omit_bias_rows(results['omit_distill'], omit, labels_test, labels_val)
-  for variant in ('paper +3.5', 'validation-chosen'):
+  for variant in ('paper +3.5', 'chosen on validation'):
     chosen = [r for r in bias_rows if r['variant'] == variant]
     biases = ', '.join(f'{r["bias"]:+.1f}' for r in chosen)
-    table.append({
-        'model': f'800-800 distilled, no {omit}s, bias {variant}', 'workdir':
-            os.path.join(workdir, 'omit_distill'), 'seeds': len(chosen),
-        'test_errors': float(np.mean([r['test_errors'] for r in chosen])),
-        'test_accuracy': 1 - float(np.mean([r['test_errors'] for r in chosen])) / len(labels_test),
-        'omitted_errors': float(np.mean([r['omitted_errors'] for r in chosen])),
-        'bias': [r['bias'] for r in chosen],
-        'reference': PAPER['omit_bias_paper'] if variant.startswith('paper') else '',
-        'text': [f'800-800 distilled, no {omit}s, bias {biases} ({variant})',
-                 _fmt([r['test_errors'] for r in chosen]),
-                 _fmt([1 - r['test_errors'] / len(labels_test) for r in chosen], 100, 2, '%'),
-                 _fmt([r['omitted_errors'] for r in chosen]) + f' / {num_omitted}',
-                 PAPER['omit_bias_paper'] if variant.startswith('paper') else '',
-                 '`omit_distill`']})
+    errors_ = [r['test_errors'] for r in chosen]
+    label = f'800-800 distilled, no {omit}s, T=20, soft only, bias {variant}'
+    table.append(common.row(
+        label, members['omit_distill'], key=f'omit_bias_{variant.split()[0]}',
+        stage='omit_distill', bias=[r['bias'] for r in chosen],
+        test_errors=float(np.mean(errors_)),
+        test_accuracy=1 - float(np.mean(errors_)) / len(labels_test),
+        test_accuracy_std=analysis.mean_std([e / len(labels_test) for e in errors_])[1],
+        validation_accuracy=1 - float(np.mean([r['validation_errors'] for r in chosen]))
+        / len(labels_val),
+        omitted_errors=float(np.mean([r['omitted_errors'] for r in chosen])),
+        reference=PAPER['omit_bias_paper'] if variant.startswith('paper') else '',
+        text=[f'{label} ({biases})', _fmt(errors_),
+              _fmt([1 - e / len(labels_test) for e in errors_], 100, 2, '%'),
+              _fmt([r['omitted_errors'] for r in chosen]) + f' / {num_omitted}',
+              PAPER['omit_bias_paper'] if variant.startswith('paper') else '',
+              '`omit_distill`']))
+  chosen = [r for r in bias_rows if r['variant'] == 'chosen on validation']
+  selections.append({
+      'what': f'bias added to the logit of {omit} (no-{omit}s student)',
+      'chosen': {'bias': [r['bias'] for r in chosen]}, 'selected_on': 'validation',
+      'validation_accuracy': table[-1]['validation_accuracy'],
+      'test_accuracy': table[-1]['test_accuracy'], 'candidates': 201, 'seeds': len(chosen)})
 
+  by_key = {r['key']: r for r in table}
   stage_minutes = sum(stage_seconds.get(name, 0) for name in results) / 60
-  targets = _targets(table, results, bias_rows, omit, num_omitted, stage_minutes)
+  targets = _targets(by_key, bias_rows, omit, num_omitted, stage_minutes)
+  validation = common.validation_text(results['teacher'])
   grids = {}
   md = [f'# Hinton et al. (2015) on MNIST{" (quick)" if quick else ""}\n',
         f'Command: `python -m experiments.hinton_mnist --workdir={workdir}'
         f'{" --quick" if quick else ""}{f" --seeds={seeds}" if seeds > 1 else ""}'
-        f'{f" --train_examples={_TRAIN_EXAMPLES.value}" if _TRAIN_EXAMPLES.value else ""}`; '
+        f'{f" --train_examples={train_examples}" if train_examples else ""}`; '
         f'wall time of the stages run now: {wall_seconds / 60:.1f} min '
         f'(all stages, including those run before: {stage_minutes:.1f} min); '
         f'{seeds} seed(s) per student.\n',
+        f'{validation[0].upper()}{validation[1:]}.\n',
+        'Chosen on the validation split: ' + '; '.join(
+            f'{s["what"]}: {common.chosen_text(s["chosen"])}'
+            for s in selections) + '.\n',
         report.markdown_table(['model', 'test errors', 'accuracy', f'errors on {omit}s',
                                'paper / seeds', 'sub-workdir'],
                               [r['text'] for r in table])]
   md.append('\n## 800-800 distilled (soft targets only) vs temperature\n')
   md.append(report.markdown_table(
-      ['T', 'test errors', 'accuracy'],
-      [[f'{k[0]:g}', _fmt([r['test_errors'] for r in v]),
+      ['T', 'validation accuracy', 'test errors', 'test accuracy'],
+      [[f'{k[0]:g}', _fmt([r['validation_accuracy'] for r in v], 100, 2, '%'),
+        _fmt([r['test_errors'] for r in v]),
         _fmt([r['test_accuracy'] for r in v], 100, 2, '%')] for k, v in sorted(distill.items())]))
   for width in (30, 300):
-    groups = report.group(report.members(results[f'grid_{width}']))
+    groups = report.group(members[f'grid_{width}'])
     ts = sorted({k[0] for k in groups})
     alphas = sorted({k[1] for k in groups})
     grids[f'{width}'] = {f'T={t:g},alpha={a:g}': float(np.mean(
         [r['test_accuracy'] for r in groups[(t, a)]])) for t in ts for a in alphas}
-    alone = [r['test_accuracy'] for r in report.members(results[f'grid_{width}_alone'])]
-    md.append(f'\n## {width}-{width} students: test accuracy, T × alpha '
-              f'(alone: {_fmt(alone, 100, 2, "%")})\n')
-    md.append(report.markdown_table(
-        ['alpha \\ T'] + [f'{t:g}' for t in ts],
-        [[f'{a:g}'] + [_fmt([r['test_accuracy'] for r in groups[(t, a)]], 100, 2, '%')
-                       for t in ts] for a in alphas]))
+    grids[f'{width}_validation'] = {f'T={t:g},alpha={a:g}': float(np.mean(
+        [r['validation_accuracy'] for r in groups[(t, a)]])) for t in ts for a in alphas}
+    for split, field in (('validation', 'validation_accuracy'), ('test', 'test_accuracy')):
+      md.append(f'\n## {width}-{width} students: {split} accuracy, T × alpha '
+                f'(alone: {_fmt([r[field] for r in members[f"grid_{width}_alone"]], 100, 2, "%")})'
+                '\n')
+      md.append(report.markdown_table(
+          ['alpha \\ T'] + [f'{t:g}' for t in ts],
+          [[f'{a:g}'] + [_fmt([r[field] for r in groups[(t, a)]], 100, 2, '%')
+                         for t in ts] for a in alphas]))
+  if oracle_lines:
+    md.append('\n' + '\n'.join(f'- {line}' for line in oracle_lines) + '\n')
   md.append(f'\n## Targets of the full run{" (this is a quick run)" if quick else ""}\n')
   md.append(report.markdown_table(
       ['target', 'measured', 'met', 'short by'],
@@ -355,9 +402,11 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write('\n'.join(md))
   out = {'quick': quick, 'seeds': seeds, 'omitted_digit': omit, 'wall_seconds': wall_seconds,
+         'validation': validation,
          'rows': [{k: v for k, v in r.items() if k != 'text'} for r in table],
-         'grids': grids, 'bias_adjustment': bias_rows, 'targets': targets,
-         'stage_minutes': stage_minutes}
+         'selections': selections, 'grids': grids, 'bias_adjustment': bias_rows,
+         'targets': targets, 'stage_minutes': stage_minutes,
+         'stages': {name: os.path.join(workdir, name) for name in results}}
   report.write_json(os.path.join(workdir, 'report.json'), out)
   _plots(workdir, results, omit, labels_test)
   print('\n'.join(md), flush=True)
@@ -367,11 +416,14 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int) -> dict:
 def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  if not _WORKDIR.value:
+  if not common.WORKDIR.value:
     cli.fail('--workdir is required')
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  cli.run_guarded(run, os.path.abspath(_WORKDIR.value), quick=_QUICK.value,
-                  seeds=_SEEDS.value, omit=_OMIT.value)
+  train_examples = common.TRAIN_EXAMPLES.value
+  cli.run_guarded(run, os.path.abspath(common.WORKDIR.value), quick=common.QUICK.value,
+                  seeds=common.SEEDS.value or 1, omit=_OMIT.value,
+                  data_dir=common.DATA_DIR.value,
+                  train_examples=0 if train_examples == -1 else train_examples)
 
 
 if __name__ == '__main__':

@@ -46,13 +46,18 @@ def body(stages: common.Stages, preset: dict) -> str:
   params = {name: stages.results[stage]['params'] for name, stage in
             (('teacher', 'teacher'), ('student', 'student_alone'))}
   gain = 100 * (common.mean_accuracy(kd) - common.mean_accuracy(alone))
+  setting = f'T={common.TEMPERATURE.value:g}, alpha={common.ALPHA.value:g}'
+  report_rows = [
+      common.row(f'teacher {preset["teacher"]}', teacher, stage='teacher'),
+      common.row(f'student {preset["student"]} alone', alone, stage='student_alone'),
+      common.row(f'student {preset["student"]} taught by {preset["teacher"]}, {setting}', kd,
+                 stage='student_kd', gain_points=gain)]
   rows = [
       [f'teacher {preset["teacher"]} ({params["teacher"]:,} params)',
        common.accuracy_text(teacher), '', ref.get('teacher', ''), '`teacher`'],
       [f'student {preset["student"]} ({params["student"]:,} params) alone',
        common.accuracy_text(alone), '', ref.get('alone', ''), '`student_alone`'],
-      [f'student {preset["student"]} taught by {preset["teacher"]} '
-       f'(T={common.TEMPERATURE.value:g}, alpha={common.ALPHA.value:g})',
+      [f'student {preset["student"]} taught by {preset["teacher"]} ({setting})',
        common.accuracy_text(kd), f'{gain:+.2f}', ref.get('kd', ''), '`student_kd`'],
   ]
   common.plot_curves(f'{stages.workdir}/curves.png',
@@ -68,7 +73,8 @@ def body(stages: common.Stages, preset: dict) -> str:
             'alone': [r['test_accuracy'] for r in alone],
             'distilled': [r['test_accuracy'] for r in kd], 'gain_points': gain,
             'temperature': common.TEMPERATURE.value, 'alpha': common.ALPHA.value},
-      notes='Figure: `curves.png`.\n')
+      rows=report_rows, notes='Nothing is chosen: T and alpha are fixed by the flags.\n'
+      'Figure: `curves.png`.\n')
 
 
 if __name__ == '__main__':

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from tests import test_presets
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -19,22 +21,27 @@ def test_hinton_mnist_quick_writes_every_row_and_skips_finished_stages(mnist_dat
   out = _run('experiments.hinton_mnist', args)
   assert out.returncode == 0, out.stderr[-3000:]
   report = json.loads((tmp_path / 'report.json').read_text())
-  models = [row['model'] for row in report['rows']]
+  labels = [row['label'] for row in report['rows']]
   for expected in ('teacher 1200-1200', '800-800 alone', '800-800 distilled, T=20, soft only',
                    '800-800 distilled, T=20, alpha=0.9', '30-30 alone', '300-300 alone',
-                   '800-800 alone, no 3s', '800-800 distilled, no 3s'):
-    assert expected in models, models
-  assert any(m.startswith('30-30 distilled, best of grid') for m in models)
-  assert any(m.endswith('bias paper +3.5') for m in models)
-  assert any(m.endswith('bias validation-chosen') for m in models)
-  assert report['rows'][models.index('800-800 alone, no 3s')]['omitted_errors'] == 1010
+                   '800-800 alone, no 3s', '800-800 distilled, no 3s, T=20, soft only'):
+    assert expected in labels, labels
+  assert any(m.startswith('30-30 distilled, T=') and 'chosen on validation' in m for m in labels)
+  assert any(m.endswith('bias paper +3.5') for m in labels)
+  assert any(m.endswith('bias chosen on validation') for m in labels)
+  assert report['rows'][labels.index('800-800 alone, no 3s')]['omitted_errors'] == 1010
   for row in report['rows']:
-    assert 0 <= row['test_errors'] <= 10000 and os.path.isdir(row['workdir'])
+    assert 0 <= row['test_errors'] <= 10000 and all(os.path.isdir(w) for w in row['workdirs'])
+  # Every row says what its runs trained with (T, alpha, widths, omitted digit).
+  assert test_presets.check_report_rows(report) == len(report['rows'])
+  test_presets.check_selections(report)
+  assert all(s['selected_on'] == 'validation' for s in report['selections'])
   for png in ('errors_vs_temperature.png', 'grid_30.png', 'grid_300.png',
               'omitted_digit_per_class.png'):
     assert (tmp_path / png).exists()
   text = (tmp_path / 'report.md').read_text()
   assert '| model | test errors |' in text and '--train_examples=2000' in text
+  assert 'Validation: seeded 10 % of the training split (validation_seed 0), 6,000 images' in text
   # A second run trains nothing: every stage is found finished.
   before = {p: os.path.getmtime(p) for p in tmp_path.glob('*/results.json')}
   again = _run('experiments.hinton_mnist', args)

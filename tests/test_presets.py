@@ -1,0 +1,279 @@
+"""Every launcher preset runs to the end, and every report row says what its runs trained.
+
+Each preset runs with its own recipe (optimizer, schedule, augmentation, sweep
+mode, evaluation cadence, the teacher in the step, the validation split),
+shrunk by `common.shrunk` / `shrunk_preset` in sizes only, on
+`tfds.testing.mock_data`. Named conv nets, which have no width option, are
+narrowed here (tiny widths, one block or conv per stage, the same module
+classes), so a preset of ResNet-101 runs in seconds on the CPU.
+
+Every row of every report is then held against the results.json of each of
+its runs: the settings its label states (model, T, alpha, kind, teacher,
+omitted classes, 'alone') and its fields (seeds, data seeds, dataset).
+"""
+
+import contextlib
+import importlib
+import json
+import os
+import re
+
+import jax
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+
+from experiments import common
+from kdjax import models
+from kdjax.models import resnet, vgg
+
+LAUNCHERS = ('cifar_kd', 'reversed_kd', 'self_kd', 'heterogeneous_kd', 'soft_loss_study')
+PRESETS = [(launcher, name) for launcher in LAUNCHERS
+           for name in importlib.import_module(f'experiments.{launcher}').PRESETS]
+MOCK_EXAMPLES = 64
+
+
+def _narrow(factory, **kwargs):
+  """The module `factory` builds, at tiny width with one block (or conv) per stage."""
+  module = factory(**kwargs)
+  if isinstance(module, resnet.ResNet):
+    return module.clone(blocks=(1,) * len(module.blocks),
+                        widths=(4, 4, 8, 8, 8)[:len(module.widths)])
+  if isinstance(module, vgg.VGG):
+    return module.clone(stages=tuple((8,) for _ in module.stages))
+  return module
+
+
+@pytest.fixture(scope='module')
+def preset_env(tmp_path_factory):
+  """Flags parsed, narrowed conv nets, a shared compilation cache and mock data."""
+  for launcher in LAUNCHERS:
+    importlib.import_module(f'experiments.{launcher}')
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(['pytest'])
+  # A sweep in turn compiles the same program once per member: cached, the
+  # members after the first load it.
+  cache = str(tmp_path_factory.mktemp('jax_cache'))
+  previous = {name: getattr(jax.config, name) for name in (
+      'jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
+      'jax_persistent_cache_min_entry_size_bytes')}
+  jax.config.update('jax_compilation_cache_dir', cache)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  with contextlib.ExitStack() as stack:
+    patch = stack.enter_context(pytest.MonkeyPatch.context())
+    for name in models.names():
+      module = models.create(name, num_classes=10)
+      if isinstance(module, (resnet.ResNet, vgg.VGG)):
+        factory = models._REGISTRY[name]  # pylint: disable=protected-access
+        patch.setitem(models._REGISTRY, name,  # pylint: disable=protected-access
+                      lambda factory=factory, **kw: _narrow(factory, **kw))
+    stack.enter_context(tfds.testing.mock_data(num_examples=MOCK_EXAMPLES))
+    yield str(tmp_path_factory.mktemp('tfds'))
+  for name, value in previous.items():
+    jax.config.update(name, value)
+  from jax._src import compilation_cache
+  compilation_cache.reset_cache()
+
+
+def _label_claims(label: str) -> dict:
+  """The settings a row's label states, parsed back from its words."""
+  claims = {}
+  words = re.findall(r'[\w.-]+', label)
+  named = [w for w in words if w in models.names()]
+  if named:
+    claims['model'] = named[0]
+  teacher = re.search(r'(?:taught by|from) ([\w-]+)', label)
+  if teacher and teacher.group(1) in models.names():
+    claims['teacher_model'] = teacher.group(1)
+  widths = re.search(r'\b(\d+)-(\d+)\b', label)
+  if widths:
+    claims['hidden'] = [int(widths.group(1)), int(widths.group(2))]
+  for key, pattern in (('temperature', r'\bT=([\d.]+)'), ('alpha', r'\balpha=([\d.]+)')):
+    found = re.search(pattern, label)
+    if found:
+      claims[key] = float(found.group(1))
+  found = re.search(r'\bkind=(\w+)', label)
+  if found:
+    claims['kind'] = found.group(1)
+  if 'soft only' in label:
+    claims['alpha'] = 1.0
+  omitted = re.search(r'\bno (\d)s\b', label)
+  claims['omit_classes'] = [int(omitted.group(1))] if omitted else []
+  if re.search(r'\balone\b', label) or label.startswith('teacher'):
+    claims['teacher_model'] = None
+  return claims
+
+
+def check_report_rows(report: dict) -> int:
+  """Asserts that each row of `report` states what its runs trained with; returns the count."""
+  assert report['rows']
+  for row in report['rows']:
+    claims = _label_claims(row['label'])
+    assert row['workdirs'] and len(row['workdirs']) == len(row['seeds'])
+    for workdir, seed, data_seed in zip(row['workdirs'], row['seeds'], row['data_seeds']):
+      with open(os.path.join(workdir, 'results.json')) as f:
+        results = json.load(f)
+      config = results['config']
+      trained = {
+          'model': results['model'], 'hidden': config['model'].get('hidden'),
+          'teacher_model': (results['teacher'] or {}).get('model'),
+          'temperature': results['temperature'], 'alpha': results['alpha'],
+          'kind': results['kind'],
+          'omit_classes': list(results.get('omit_classes', config['omit_classes']))}
+      for key, claimed in claims.items():
+        if key == 'hidden' and trained['hidden'] is None:
+          continue
+        assert trained[key] == claimed, (row['label'], key, trained[key], workdir)
+      # The row's own fields are the run's, not the launcher's intent.
+      assert seed == results['seed'] and row['dataset'] == results['dataset'], row['label']
+      assert data_seed == results.get('data_seed', config['data_seed']), row['label']
+      assert row['model'] == results['model'], row['label']
+      for key in ('temperature', 'alpha', 'kind'):
+        expected = results[key] if results['teacher'] else None
+        assert row[key] == expected, (row['label'], key)
+  return len(report['rows'])
+
+
+def check_selections(report: dict) -> None:
+  for selection in report['selections']:
+    assert selection['selected_on'] == 'validation', selection
+    assert 0 <= selection['validation_accuracy'] <= 1 and 0 <= selection['test_accuracy'] <= 1
+
+
+def _run_preset(launcher, name, data_dir, workdir):
+  module = importlib.import_module(f'experiments.{launcher}')
+  setup, preset = common.make_setup(module.PRESETS[name], quick=True, data_dir=data_dir)
+  os.makedirs(workdir)
+  text = module.body(common.Stages(workdir, setup), dict(preset, name=name))
+  with open(os.path.join(workdir, 'report.json')) as f:
+    return text, json.load(f), setup, preset
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _check_cifar_kd(data, workdir, preset):
+  student = preset['students'][0]
+  grid = data['students'][student]['grid']
+  assert len(grid) == len(preset['temperatures']) * len(preset['alphas'])
+  assert {len(runs) for runs in grid.values()} == {data['setup']['seeds']}
+  kd = _read(os.path.join(workdir, f'{student}_kd', 'results.json'))
+  # Augmented inputs: the teacher runs in the step, in every member.
+  for member in kd['members']:
+    assert _read(os.path.join(member['workdir'], 'results.json'))['teacher']['cached'] is False
+  if 'extra' in preset:
+    for axis in ('temperature', 'alpha'):
+      assert len(data[f'{preset["extra"]["student"]}_{axis}_sweep']) == 2
+
+
+def _check_reversed_kd(data, workdir, preset):
+  assert data['params']['teacher'] < data['params']['student'] or preset['name'] != 'cpu'
+  assert len(data['alone']) == len(data['distilled']) == data['setup']['seeds']
+
+
+def _check_heterogeneous_kd(data, workdir, preset):
+  a, b = preset['models']
+  assert len(data[a][f'from_{b}']) == len(data[b][f'from_{a}']) == data['setup']['seeds']
+
+
+def _check_soft_loss_study(data, workdir, preset):
+  kd = _read(os.path.join(workdir, 'student_kd', 'results.json'))
+  assert {m['kind'] for m in kd['members']} == set(preset['kinds'])
+  assert len(kd['members']) == len(preset['kinds']) * len(preset['temperatures']) * (
+      data['setup']['seeds'])
+
+
+def _check_self_kd(data, workdir, preset):
+  from experiments import self_kd
+  gen0 = common.members(dict(_read(os.path.join(workdir, 'gen0', 'results.json')),
+                             workdir=os.path.join(workdir, 'gen0')))
+  seeds = set()
+  for s, first in enumerate(gen0):
+    teacher = first['workdir']
+    for k in range(1, preset['generations'] + 1):
+      results = _read(os.path.join(workdir, f'gen{k}_seed{s}', 'results.json'))
+      # Generation k of chain s: taught by generation k-1 of chain s, with a seed
+      # (and data order) of its own.
+      assert results['teacher']['workdir'] == teacher
+      assert results['seed'] == results['data_seed'] == self_kd.generation_seed(s, k, False)
+      seeds.add(results['seed'])
+      teacher = os.path.join(workdir, f'gen{k}_seed{s}')
+  assert len(seeds) == len(gen0) * preset['generations']
+
+
+EXTRA_CHECKS = {'cifar_kd': _check_cifar_kd, 'reversed_kd': _check_reversed_kd,
+                'heterogeneous_kd': _check_heterogeneous_kd,
+                'soft_loss_study': _check_soft_loss_study, 'self_kd': _check_self_kd}
+
+
+@pytest.mark.parametrize('launcher, name', PRESETS, ids=[f'{l}:{n}' for l, n in PRESETS])
+def test_preset_runs_to_the_end(launcher, name, preset_env, tmp_path):
+  text, data, setup, preset = _run_preset(launcher, name, preset_env, str(tmp_path / name))
+  full = importlib.import_module(f'experiments.{launcher}').PRESETS[name]
+  # Every stage finished with its own recipe, shrunk in sizes only.
+  for stage, workdir in data['stages'].items():
+    with open(os.path.join(workdir, 'results.json')) as f:
+      results = json.load(f)
+    config = results['config']
+    assert config['validation_fraction'] == full.get('validation_fraction', 0.1), stage
+    assert config['validation_seed'] == common.VALIDATION_SEED
+    assert config['optimizer']['name'] == common.base_config(
+        full.get('recipe', 'sgd')).optimizer.name
+    channels = 1 if setup.dataset in ('mnist', 'fashion_mnist') else 3
+    assert config['augment']['flip'] == (channels == 3), stage
+    if full['epochs'] // 10 > 1:  # the full run evaluates every few epochs: so does this one
+      assert config['eval_every'] == 2 and config['num_epochs'] == 3, stage
+      history = common.members(results)[0]
+      history = json.load(open(os.path.join(history.get('workdir') or workdir,
+                                            'results.json')))['history']
+      assert [h['epoch'] for h in history if 'test_accuracy' in h] == [2, 3], stage
+    if results.get('teacher') and 'members' not in results:
+      assert results['teacher']['cached'] is False  # augmented inputs: teacher in the step
+  for written in ('report.md', 'curves.png'):
+    assert (tmp_path / name / written).exists(), written
+  fraction = full.get('validation_fraction', 0.1)
+  assert f'alidation: seeded {100 * fraction:g} % of the training split' in text
+  assert check_report_rows(data) >= 2
+  check_selections(data)
+  assert 'test-set oracle' not in json.dumps(data['selections'])
+  for line in text.splitlines():  # the test-set best appears only where labelled so
+    if 'oracle' in line:
+      assert 'test-set oracle (not a valid selection)' in line, line
+  EXTRA_CHECKS[launcher](data, str(tmp_path / name), dict(preset, name=name))
+
+
+def test_hinton_mnist_stages_train_what_their_rows_say():
+  from experiments import hinton_mnist
+  plan = dict(hinton_mnist._stages(  # pylint: disable=protected-access
+      quick=False, seeds=1, omit=3))
+  assert (plan['distill_mixed'].distill.temperature, plan['distill_mixed'].distill.alpha) == (
+      20.0, 0.9)
+  assert plan['omit_distill'].distill.alpha == 1.0 and plan['distill_T'].distill.alpha == 1.0
+  assert tuple(plan['omit_distill'].omit_classes) == (3,)
+  for name, config in plan.items():  # one held-out split for every stage, teacher included
+    assert (config.validation_fraction, config.validation_seed) == (
+        common.VALIDATION_FRACTION, common.VALIDATION_SEED), name
+
+
+def test_a_row_whose_label_is_not_what_its_run_trained_fails(tmp_path):
+  # hinton_mnist's old bug: the "alpha=0.9" stage trained with alpha 1.
+  results = {'model': 'mlp', 'dataset': 'mnist', 'seed': 0, 'data_seed': 0,
+             'temperature': 20.0, 'alpha': 1.0, 'kind': 'kl', 'omit_classes': [],
+             'teacher': {'model': 'mlp'}, 'test_accuracy': 0.5,
+             'config': {'model': {'name': 'mlp', 'hidden': [800, 800]}, 'omit_classes': [],
+                        'data_seed': 0}}
+  (tmp_path / 'results.json').write_text(json.dumps(results))
+  row = {'workdirs': [str(tmp_path)], 'seeds': [0], 'data_seeds': [0], 'dataset': 'mnist',
+         'model': 'mlp', 'temperature': 20.0, 'alpha': 1.0, 'kind': 'kl'}
+  assert check_report_rows({'rows': [dict(row, label='800-800 distilled, T=20, soft only')]})
+  for wrong in ('800-800 distilled, T=20, alpha=0.9', '800-800 distilled, T=2, soft only',
+                '300-300 distilled, T=20, soft only', '800-800 alone',
+                '800-800 distilled, no 3s, T=20, soft only'):
+    with pytest.raises(AssertionError):
+      check_report_rows({'rows': [dict(row, label=wrong)]})
+  with pytest.raises(AssertionError):  # a row field copied from the launcher's intent
+    check_report_rows({'rows': [dict(row, label='800-800 distilled, T=20, soft only',
+                                     alpha=0.9)]})
