@@ -253,7 +253,21 @@ def run_settings(workdir: str) -> dict:
   value. Fields that older results.json files lack are read from the config
   saved beside them.
   """
-  results = report.read_json(os.path.join(workdir, 'results.json'))
+  path = os.path.join(workdir, 'results.json')
+  if os.path.exists(path):
+    results = report.read_json(path)
+  else:  # a sweep member that diverged in turn leaves its config only
+    config = report.read_json(os.path.join(workdir, 'config.json'))
+    results = {'config': config, 'dataset': config['dataset'], 'model': config['model']['name'],
+               'test_accuracy': None, 'diverged': True}
+    if config['teacher']['workdir']:
+      teacher_results = report.read_json(os.path.join(config['teacher']['workdir'],
+                                                      'results.json'))
+      results.update(temperature=config['distill']['temperature'],
+                     alpha=config['distill']['alpha'], kind=config['distill']['kind'],
+                     teacher={'model': teacher_results['model'],
+                              'workdir': config['teacher']['workdir'],
+                              'dataset': teacher_results['dataset']})
   config = results.get('config', {})
   teacher = results.get('teacher') or {}
   validation = results.get('validation')
@@ -276,6 +290,7 @@ def run_settings(workdir: str) -> dict:
       'test_accuracy': results['test_accuracy'],
       'test_errors': results.get('test_errors'),
       'validation_accuracy': results.get('validation_accuracy'),
+      'diverged': bool(results.get('diverged')) or results['test_accuracy'] is None,
   }
 
 
@@ -306,11 +321,15 @@ def row(label: str, runs: list[dict], **fields) -> dict:
       raise KDError(f'report row {label!r} mixes runs with different {key}: '
                     f'{", ".join(sorted(values))}')
     out[key] = read[0][key]
-  mean, std = analysis.mean_std([s['test_accuracy'] for s in read])
-  validation = [s['validation_accuracy'] for s in read]
+  finished = [s for s in read if not s['diverged']]
+  mean, std = (analysis.mean_std([s['test_accuracy'] for s in finished]) if finished
+               else (None, None))
+  validation = [s['validation_accuracy'] for s in finished]
   out.update(seeds=[s['seed'] for s in read], data_seeds=[s['data_seed'] for s in read],
-             workdirs=[s['workdir'] for s in read], test_accuracy=mean, test_accuracy_std=std,
-             validation_accuracy=(None if None in validation else float(np.mean(validation))))
+             workdirs=[s['workdir'] for s in read], diverged=len(read) - len(finished),
+             test_accuracy=mean, test_accuracy_std=std,
+             validation_accuracy=(None if None in validation or not validation
+                                  else float(np.mean(validation))))
   out.update(fields)
   return out
 
@@ -331,15 +350,24 @@ def select(what: str, groups: dict[tuple, list[dict]], keys: Sequence[str]):
   Raises:
     KDError: a run has no validation accuracy (trained without a validation split).
   """
-  if any(r.get('validation_accuracy') is None for rows in groups.values() for r in rows):
+  # A setting with a diverged run is not a candidate: its mean is not defined.
+  candidates = [k for k, rows in groups.items() if not any(_diverged(r) for r in rows)]
+  if not candidates:
+    raise KDError(f'{what}: every candidate has a diverged run; nothing to choose')
+  if any(r.get('validation_accuracy') is None for k in candidates for r in groups[k]):
     raise KDError(f'{what}: choosing needs a validation split; some runs trained without one')
-  chosen = max(groups, key=lambda k: mean_accuracy(groups[k], 'validation_accuracy'))
-  oracle = max(groups, key=lambda k: mean_accuracy(groups[k]))
+  chosen = max(candidates, key=lambda k: mean_accuracy(groups[k], 'validation_accuracy'))
+  oracle = max(candidates, key=lambda k: mean_accuracy(groups[k]))
   entry = {'what': what, 'chosen': dict(zip(keys, chosen)), 'selected_on': 'validation',
            'validation_accuracy': mean_accuracy(groups[chosen], 'validation_accuracy'),
            'test_accuracy': mean_accuracy(groups[chosen]),
-           'candidates': len(groups), 'seeds': len(groups[chosen])}
+           'candidates': len(candidates), 'diverged_candidates': len(groups) - len(candidates),
+           'seeds': len(groups[chosen])}
   return chosen, entry, oracle
+
+
+def _diverged(run: dict) -> bool:
+  return bool(run.get('diverged')) or run.get('test_accuracy') is None
 
 
 def oracle_text(groups: dict[tuple, list[dict]], oracle: tuple, name: str) -> str:
@@ -372,12 +400,18 @@ def validation_text(results: dict) -> str:
 
 
 def accuracy_text(rows: list[dict], field: str = 'test_accuracy') -> str:
-  """'91.23%' for one run, '91.23 ± 0.40%' over seeds."""
+  """'91.23%' for one run, '91.23 ± 0.40%' over seeds, 'diverged (1 of 3 runs)'."""
+  diverged = sum(_diverged(r) for r in rows)
+  if diverged:
+    return f'diverged ({diverged} of {len(rows)} runs)'
   mean, std = analysis.mean_std([100 * r[field] for r in rows])
   return f'{mean:.2f}%' if len(rows) == 1 else f'{mean:.2f} ± {std:.2f}%'
 
 
 def mean_accuracy(rows: list[dict], field: str = 'test_accuracy') -> float:
+  """The mean of `field` over `rows`; NaN when a run diverged (it has none)."""
+  if any(_diverged(r) or r.get(field) is None for r in rows):
+    return float('nan')
   return float(np.mean([r[field] for r in rows]))
 
 
@@ -390,9 +424,13 @@ def plot_curves(path: str, curves: dict[str, list[dict]], title: str) -> None:
   for label, rows in curves.items():
     histories = []
     for row in rows:
+      if _diverged(row):
+        continue
       results = report.read_json(os.path.join(row['workdir'], 'results.json'))
       histories.append([(h['epoch'], h['test_accuracy']) for h in results['history']
                         if 'test_accuracy' in h])
+    if not histories:
+      continue
     epochs = [e for e, _ in histories[0]]
     values = np.mean([[100 * a for _, a in h] for h in histories], axis=0)
     ax.plot(epochs, values, marker='.', label=label)

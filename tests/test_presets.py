@@ -111,6 +111,8 @@ def check_report_rows(report: dict) -> int:
   for row in report['rows']:
     claims = _label_claims(row['label'])
     assert row['workdirs'] and len(row['workdirs']) == len(row['seeds'])
+    # Seeds vary the initialisation and the data order together.
+    assert len(set(row['data_seeds'])) == len(set(row['seeds'])) == len(row['seeds']), row
     for workdir, seed, data_seed in zip(row['workdirs'], row['seeds'], row['data_seeds']):
       with open(os.path.join(workdir, 'results.json')) as f:
         results = json.load(f)
@@ -160,9 +162,10 @@ def _check_cifar_kd(data, workdir, preset):
   grid = data['students'][student]['grid']
   assert len(grid) == len(preset['temperatures']) * len(preset['alphas'])
   assert {len(runs) for runs in grid.values()} == {data['setup']['seeds']}
-  kd = _read(os.path.join(workdir, f'{student}_kd', 'results.json'))
+  kd_dir = os.path.join(workdir, f'{student}_kd')
+  kd = dict(_read(os.path.join(kd_dir, 'results.json')), workdir=kd_dir)
   # Augmented inputs: the teacher runs in the step, in every member.
-  for member in kd['members']:
+  for member in common.members(kd):
     assert _read(os.path.join(member['workdir'], 'results.json'))['teacher']['cached'] is False
   if 'extra' in preset:
     for axis in ('temperature', 'alpha'):
