@@ -105,6 +105,8 @@ def _override_error(error: Exception, argv: list[str]) -> str:
 
 def main(argv: list[str]) -> None:
   argument = _config_argument(argv)
+  if argument is None and any(a.startswith('--config.') for a in argv):
+    cli.fail('--config is required (a file in configs/) for --config.FIELD overrides')
   if argument is not None:
     _add_config_root_to_path(argument.split(':', 1)[0])
     _check_config_file(argument)
@@ -115,7 +117,7 @@ def main(argv: list[str]) -> None:
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for an unknown --config.field or a wrong type.
     cli.fail(_override_error(e, argv))
-  if _WORKDIR.value is None:
+  if not _WORKDIR.value:  # '' would be the current directory
     cli.fail('--workdir is required')
   config = _CONFIG.value
   if config is None:

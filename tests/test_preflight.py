@@ -230,7 +230,8 @@ STUDENT = '--config=configs/mnist_student.py'
     ([STUDENT, '--config.data_dir=/nonexistent/tfds'], "dataset 'mnist' is not in /nonexistent"),
     # ml_collections reported a missing file on several lines, later.
     (['--config=configs/no_such_config.py'], '--config=configs/no_such_config.py: no such file'),
-], ids=['width 0', 'data_dir absent', 'config file absent'])
+    (['--config.num_epochs=1'], '--config is required'),
+], ids=['width 0', 'data_dir absent', 'config file absent', 'overrides without a file'])
 def test_the_command_line_refuses_before_making_the_workdir(args, fragment, tmp_path):
   workdir = tmp_path / 'run'
   out = _cli([*args, f'--workdir={workdir}'])
@@ -240,3 +241,11 @@ def test_the_command_line_refuses_before_making_the_workdir(args, fragment, tmp_
   assert len(lines) == 1 and fragment in lines[0], out.stderr[-3000:]
   assert not workdir.exists()
 
+
+def test_an_empty_workdir_is_not_the_current_directory(tmp_path):
+  out = subprocess.run([sys.executable, '-m', 'kdjax.main',
+                        f'--config={ROOT}/configs/mnist_student.py', '--workdir='],
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 2 and 'error: --workdir is required' in out.stderr, out.stderr
+  assert not os.listdir(tmp_path)
