@@ -539,8 +539,9 @@ def launch(presets: dict[str, dict], body: Callable[[Stages, dict], str], *,
           train_examples=TRAIN_EXAMPLES.value, quick=QUICK.value, data_dir=DATA_DIR.value)
       from kdjax.data import catalog
       catalog.get_info(setup.dataset)  # an unknown name fails here, in one line
+      # Not created here: each stage's run makes its directory once its
+      # checks pass, so a refused first stage leaves nothing behind.
       workdir = os.path.abspath(WORKDIR.value)
-      os.makedirs(workdir, exist_ok=True)
       stages = Stages(workdir, setup)
       print(body(stages, dict(preset_now, name=name)), flush=True)
 

@@ -239,7 +239,7 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int, data_dir: str = '',
     raise KDError(f'--omit={omit} must be a digit 0-9')
   if train_examples < 0:
     raise KDError(f'--train_examples={train_examples} must be >= 0 (0 = all)')
-  os.makedirs(workdir, exist_ok=True)
+  # The first stage's run creates `workdir` once its checks pass.
   start = time.perf_counter()
   results = {}
   # Wall seconds per stage, kept across invocations, so the report's total

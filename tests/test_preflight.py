@@ -172,7 +172,7 @@ TEACHER = {
     'empty': (WorkdirError, 'holds no kdjax run'),
     'unfinished': (WorkdirError, 'unfinished run'),
     'no_checkpoint': (WorkdirError, 'no checkpoint of its final epoch'),
-    'cifar100': (ConfigError, 'teacher has 100 classes'),
+    'cifar100': (ConfigError, 'the teacher has 100 classes'),
     'cifar10': (ConfigError, 'input shape (32, 32, 3)'),
     'fashion_mnist': (ConfigError, 'allow_other_dataset'),
     'sweep': (ConfigError, 'is a sweep'),

@@ -81,10 +81,7 @@ def prepare(config, workdir: str) -> dict | None:
 
   Returns the finished results when the workdir already holds this run.
   """
-  config_lib.validate(config)
-  preflight.check(config)
-  if config.teacher.workdir:
-    teacher_lib.check(config)
+  preflight.check(config)  # the schema, the teacher, the data, the model: nothing written
   return workdir_lib.prepare(workdir, config_lib.to_json_dict(config), config.overwrite)
 
 

@@ -25,6 +25,8 @@ from kdjax.train import workdir as workdir_lib
 
 def check_workdir(workdir: str) -> None:
   """Raises WorkdirError unless `workdir` holds a finished kdjax run."""
+  if os.path.isfile(workdir):
+    raise WorkdirError(f'config.teacher.workdir={workdir} is a file, not a run directory')
   if not os.path.isdir(workdir):
     raise WorkdirError(f'config.teacher.workdir={workdir} does not exist; train the teacher first')
   if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
@@ -68,14 +70,15 @@ def check(config: ml_collections.ConfigDict) -> None:
   student_info = data_lib.catalog.get_info(config.dataset)
   if teacher_info.num_classes != student_info.num_classes:
     raise ConfigError(
-        f'teacher has {teacher_info.num_classes} classes ({teacher_dataset}) but '
-        f'config.dataset={config.dataset!r} has {student_info.num_classes}')
+        f'config.teacher.workdir={workdir}: the teacher has {teacher_info.num_classes} classes '
+        f'({teacher_dataset}) but config.dataset={config.dataset!r} has '
+        f'{student_info.num_classes}')
   student_shape = _image_shape(config, student_info)
   teacher_shape = results.get('image_shape')
   if teacher_shape is not None and student_shape is not None and (
       tuple(teacher_shape) != tuple(student_shape)):
-    raise ConfigError(f'teacher input shape {tuple(teacher_shape)} differs from '
-                      f'the student\'s {tuple(student_shape)}')
+    raise ConfigError(f'config.teacher.workdir={workdir}: the teacher\'s input shape '
+                      f'{tuple(teacher_shape)} differs from the student\'s {tuple(student_shape)}')
   if teacher_dataset != config.dataset and not config.teacher.allow_other_dataset:
     raise ConfigError(
         f'the teacher in {workdir} trained on {teacher_dataset}, the student on '
