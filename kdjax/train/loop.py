@@ -34,7 +34,6 @@ from kdjax.train import step as step_lib
 from kdjax.train import sweep as sweep_lib
 from kdjax.train import teacher as teacher_lib
 from kdjax.train import workdir as workdir_lib
-from kdjax.train.teacher import check_workdir as check_teacher_workdir  # noqa: F401
 
 CONFIG_FILE = workdir_lib.CONFIG_FILE
 RESULTS_FILE = workdir_lib.RESULTS_FILE

@@ -6,7 +6,6 @@ train seconds), so a resumed run continues its curves and its clock.
 
 import dataclasses
 import signal
-import time
 
 import jax
 import numpy as np
@@ -143,16 +142,6 @@ class PreemptionGuard:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
     return False
-
-
-class Stopwatch:
-  """Seconds since construction (or `restart`)."""
-
-  def __init__(self):
-    self.start = time.perf_counter()
-
-  def seconds(self) -> float:
-    return time.perf_counter() - self.start
 
 
 def first_nonfinite(losses: np.ndarray) -> tuple[int, int] | None:
