@@ -132,7 +132,7 @@ BAD = {
     'width 0': ({'model.hidden': (0,)}, ConfigError,
                 "config.model (hidden=(0,), name='mlp') cannot build a network on 28x28x1"),
     'negative width': ({'model.hidden': (-3,)}, ConfigError, 'hidden=(-3,)'),
-    'width not a number': ({'model.hidden': ('abc',)}, ConfigError, 'cannot be built'),
+    'width not a number': ({'model.hidden': ('abc',)}, ConfigError, 'does not accept these options'),
     'dropout 1.5': ({'model': {'name': 'mlp', 'input_dropout': 1.5}}, ConfigError,
                     'model.input_dropout=1.5'),
     'option of another family': ({'model.name': 'resnet20'}, ConfigError,

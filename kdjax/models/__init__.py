@@ -52,11 +52,12 @@ def create(name: str, *, num_classes: int, **kwargs) -> nn.Module:
   """
   if name not in _REGISTRY:
     raise ConfigError(
-        f'model.name={name!r} is not a known model; known: {", ".join(names())}')
+        f'config.model.name={name!r} is not a known model; known: {", ".join(names())}')
   try:
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
-  except TypeError as e:
-    raise ConfigError(f'model {name!r} does not accept these options: {e}') from None
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f'config.model ({name!r}) does not accept these options: '
+                      f'{str(e).splitlines()[0] if str(e) else type(e).__name__}') from None
 
 
 def options(model_config) -> dict:
