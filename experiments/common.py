@@ -1,4 +1,7 @@
-"""What the conv-net launchers share: flags, training recipes, stages, reports.
+"""What the launchers share: flags, training recipes, stages, reports.
+
+The conv-net launchers use all of it; hinton_mnist builds its own MLP configs
+and shares the flags, `Stages.run`, the report rows, selections and writer.
 
 A launcher describes its experiment as stages, each one kdjax run (or one
 vectorised sweep) in its own sub-directory of `--workdir`. Finished stages
@@ -170,9 +173,15 @@ def shrunk_preset(preset: dict) -> dict:
 
 
 class Stages:
-  """Runs named stages under one workdir and keeps their results."""
+  """Runs named stages under one workdir and keeps their results.
 
-  def __init__(self, workdir: str, setup: Setup):
+  The wall seconds of each stage are kept in `stage_seconds.json` across
+  invocations, so a report's total covers stages that an earlier invocation
+  ran. `setup` sizes the runs of `alone` and `distill`; a launcher that
+  builds its own configs and calls `run` can leave it out.
+  """
+
+  def __init__(self, workdir: str, setup: Setup | None = None):
     self.workdir = workdir
     self.setup = setup
     self.results: dict[str, dict] = {}
@@ -184,7 +193,18 @@ class Stages:
   def run(self, name: str, config: ml_collections.ConfigDict) -> dict:
     from kdjax import train
     print(f'== stage {name} ==', flush=True)
+    already_done = os.path.exists(os.path.join(self.path(name), 'results.json'))
+    start = time.perf_counter()
     result = train.train_and_evaluate(config, self.path(name))
+    # Read back each time: the file is the record across invocations, and the
+    # first stage's run is what creates the workdir.
+    times_path = os.path.join(self.workdir, 'stage_seconds.json')
+    seconds = report.read_json(times_path) if os.path.exists(times_path) else {}
+    if not already_done:
+      seconds[name] = time.perf_counter() - start
+    elif name not in seconds:  # finished before wall times were kept
+      seconds[name] = result.get('train_seconds', 0) + result.get('compile_seconds', 0)
+    report.write_json(times_path, seconds)
     result['workdir'] = self.path(name)
     self.results[name] = result
     return result
@@ -223,7 +243,14 @@ class Stages:
     return result['members'][0]['workdir'] if 'members' in result else result['workdir']
 
   def wall_minutes(self) -> float:
+    """Minutes since this invocation started: the stages it ran, not those it skipped."""
     return (time.perf_counter() - self.start) / 60
+
+  def stage_minutes(self) -> float:
+    """Minutes of every stage of this invocation, including those run before it."""
+    times_path = os.path.join(self.workdir, 'stage_seconds.json')
+    seconds = report.read_json(times_path) if os.path.exists(times_path) else {}
+    return sum(seconds.get(name, 0) for name in self.results) / 60
 
 
 def _set_seed(c: ml_collections.ConfigDict, seed: int) -> None:
@@ -452,18 +479,25 @@ def save_figure(fig, ax, path: str, title: str) -> None:
 def write_report(stages: Stages, *, title: str, command: str,
                  sections: list[tuple[str, list[str], list[list[str]]]],
                  data: dict, rows: list[dict], selections: list[dict] = (),
-                 notes: str = '') -> str:
+                 notes: str = '', seeds: int | None = None) -> str:
   """Writes report.md (tables) and report.json (numbers); returns the markdown.
 
   report.json holds `data`, the `rows` (see `row`: each with the settings its
-  runs trained with) and the `selections` (see `select`).
+  runs trained with), the `selections` (see `select`) and the wall time, of
+  this invocation and of every stage however many invocations ran them.
+  `seeds` (seeds per student) defaults to the setup's.
   """
   first = next(iter(stages.results.values()))
   validation = validation_text(first)
+  setup = stages.setup
+  seeds = setup.seeds if seeds is None else seeds
+  stage_minutes = stages.stage_minutes()
   md = [f'# {title}\n',
         f'Command: `{command}`; wall time of the stages run now: '
-        f'{stages.wall_minutes():.1f} min; {stages.setup.seeds} seed(s) per student; '
-        f'dataset `{stages.setup.dataset}`.\n', f'{validation[0].upper()}{validation[1:]}.\n']
+        f'{stages.wall_minutes():.1f} min (all stages, including those run before: '
+        f'{stage_minutes:.1f} min); {seeds} seed(s) per student'
+        + (f'; dataset `{setup.dataset}`' if setup else '') + '.\n',
+        f'{validation[0].upper()}{validation[1:]}.\n']
   if selections:
     md.append('Chosen on the validation split: ' + '; '.join(
         f'{s["what"]}: {chosen_text(s["chosen"])} ({100 * s["validation_accuracy"]:.2f}% '
@@ -477,10 +511,12 @@ def write_report(stages: Stages, *, title: str, command: str,
   text = '\n'.join(md)
   with open(os.path.join(stages.workdir, 'report.md'), 'w') as f:
     f.write(text)
-  report.write_json(os.path.join(stages.workdir, 'report.json'), dict(
-      data, rows=rows, selections=list(selections), validation=validation,
-      wall_seconds=stages.wall_minutes() * 60, setup=dataclasses.asdict(stages.setup),
-      stages={name: r['workdir'] for name, r in stages.results.items()}))
+  out = dict(data, rows=rows, selections=list(selections), validation=validation,
+             wall_seconds=stages.wall_minutes() * 60, stage_minutes=stage_minutes,
+             stages={name: r['workdir'] for name, r in stages.results.items()})
+  if setup:
+    out['setup'] = dataclasses.asdict(setup)
+  report.write_json(os.path.join(stages.workdir, 'report.json'), out)
   return text
 
 

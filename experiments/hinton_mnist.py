@@ -22,7 +22,6 @@ into --workdir.
 
 import os
 import sys
-import time
 
 import ml_collections
 import numpy as np
@@ -228,10 +227,9 @@ def _plots(workdir, results, omit, labels_test):
 
 
 def run(workdir: str, *, quick: bool, seeds: int, omit: int, data_dir: str = '',
-        train_examples: int = 0) -> dict:
-  """Runs every stage (skipping finished ones) and writes the report."""
+        train_examples: int = 0) -> str:
+  """Runs every stage (skipping finished ones), writes the report and returns its markdown."""
   from kdjax import data as data_lib
-  from kdjax import train
 
   if seeds < 1:
     raise KDError(f'--seeds={seeds} must be >= 1')
@@ -240,29 +238,13 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int, data_dir: str = '',
   if train_examples < 0:
     raise KDError(f'--train_examples={train_examples} must be >= 0 (0 = all)')
   # The first stage's run creates `workdir` once its checks pass.
-  start = time.perf_counter()
-  results = {}
-  # Wall seconds per stage, kept across invocations, so the report's total
-  # covers stages that an earlier invocation ran.
-  times_path = os.path.join(workdir, 'stage_seconds.json')
-  stage_seconds = report.read_json(times_path) if os.path.exists(times_path) else {}
-  plan = _stages(quick, seeds, omit, data_dir=data_dir, train_examples=train_examples)
-  for name, config in plan:
-    if config.teacher.workdir:
-      config.teacher.workdir = os.path.join(workdir, config.teacher.workdir)
-    print(f'== stage {name} ==', flush=True)
-    stage_dir = os.path.join(workdir, name)
-    already_done = os.path.exists(os.path.join(stage_dir, 'results.json'))
-    stage_start = time.perf_counter()
-    results[name] = train.train_and_evaluate(config, stage_dir)
-    if not already_done:
-      stage_seconds[name] = time.perf_counter() - stage_start
-    elif name not in stage_seconds:  # finished before wall times were kept
-      stage_seconds[name] = (results[name].get('train_seconds', 0)
-                             + results[name].get('compile_seconds', 0))
-    report.write_json(times_path, stage_seconds)
-    results[name]['workdir'] = os.path.join(workdir, name)
-  wall_seconds = time.perf_counter() - start
+  stages = common.Stages(workdir)
+  for name, config in _stages(quick, seeds, omit, data_dir=data_dir,
+                              train_examples=train_examples):
+    if config.teacher.workdir:  # a stage name: that stage's directory
+      config.teacher.workdir = stages.path(config.teacher.workdir)
+    stages.run(name, config)
+  results = stages.results
 
   dataset = data_lib.load('mnist', data_dir=data_dir or None,
                           validation_fraction=common.VALIDATION_FRACTION,
@@ -350,30 +332,16 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int, data_dir: str = '',
       'test_accuracy': table[-1]['test_accuracy'], 'candidates': 201, 'seeds': len(chosen)})
 
   by_key = {r['key']: r for r in table}
-  stage_minutes = sum(stage_seconds.get(name, 0) for name in results) / 60
-  targets = _targets(by_key, bias_rows, omit, num_omitted, stage_minutes)
-  validation = common.validation_text(results['teacher'])
-  grids = {}
-  md = [f'# Hinton et al. (2015) on MNIST{" (quick)" if quick else ""}\n',
-        f'Command: `python -m experiments.hinton_mnist --workdir={workdir}'
-        f'{" --quick" if quick else ""}{f" --seeds={seeds}" if seeds > 1 else ""}'
-        f'{f" --train_examples={train_examples}" if train_examples else ""}`; '
-        f'wall time of the stages run now: {wall_seconds / 60:.1f} min '
-        f'(all stages, including those run before: {stage_minutes:.1f} min); '
-        f'{seeds} seed(s) per student.\n',
-        f'{validation[0].upper()}{validation[1:]}.\n',
-        'Chosen on the validation split: ' + '; '.join(
-            f'{s["what"]}: {common.chosen_text(s["chosen"])}'
-            for s in selections) + '.\n',
-        report.markdown_table(['model', 'test errors', 'accuracy', f'errors on {omit}s',
-                               'paper / seeds', 'sub-workdir'],
-                              [r['text'] for r in table])]
-  md.append('\n## 800-800 distilled (soft targets only) vs temperature\n')
-  md.append(report.markdown_table(
-      ['T', 'validation accuracy', 'test errors', 'test accuracy'],
-      [[f'{k[0]:g}', _fmt([r['validation_accuracy'] for r in v], 100, 2, '%'),
-        _fmt([r['test_errors'] for r in v]),
-        _fmt([r['test_accuracy'] for r in v], 100, 2, '%')] for k, v in sorted(distill.items())]))
+  targets = _targets(by_key, bias_rows, omit, num_omitted, stages.stage_minutes())
+  grids, sections = {}, []
+  sections.append(('Results', ['model', 'test errors', 'accuracy', f'errors on {omit}s',
+                               'paper / seeds', 'sub-workdir'], [r['text'] for r in table]))
+  sections.append(('800-800 distilled (soft targets only) vs temperature',
+                   ['T', 'validation accuracy', 'test errors', 'test accuracy'],
+                   [[f'{k[0]:g}', _fmt([r['validation_accuracy'] for r in v], 100, 2, '%'),
+                     _fmt([r['test_errors'] for r in v]),
+                     _fmt([r['test_accuracy'] for r in v], 100, 2, '%')]
+                    for k, v in sorted(distill.items())]))
   for width in (30, 300):
     groups = report.group(members[f'grid_{width}'])
     ts = sorted({k[0] for k in groups})
@@ -383,34 +351,29 @@ def run(workdir: str, *, quick: bool, seeds: int, omit: int, data_dir: str = '',
     grids[f'{width}_validation'] = {f'T={t:g},alpha={a:g}': float(np.mean(
         [r['validation_accuracy'] for r in groups[(t, a)]])) for t in ts for a in alphas}
     for split, field in (('validation', 'validation_accuracy'), ('test', 'test_accuracy')):
-      md.append(f'\n## {width}-{width} students: {split} accuracy, T × alpha '
-                f'(alone: {_fmt([r[field] for r in members[f"grid_{width}_alone"]], 100, 2, "%")})'
-                '\n')
-      md.append(report.markdown_table(
-          ['alpha \\ T'] + [f'{t:g}' for t in ts],
-          [[f'{a:g}'] + [_fmt([r[field] for r in groups[(t, a)]], 100, 2, '%')
-                         for t in ts] for a in alphas]))
+      alone = _fmt([r[field] for r in members[f'grid_{width}_alone']], 100, 2, '%')
+      sections.append((f'{width}-{width} students: {split} accuracy, T × alpha (alone: {alone})',
+                       ['alpha \\ T'] + [f'{t:g}' for t in ts],
+                       [[f'{a:g}'] + [_fmt([r[field] for r in groups[(t, a)]], 100, 2, '%')
+                                      for t in ts] for a in alphas]))
+  sections.append((f'Targets of the full run{" (this is a quick run)" if quick else ""}',
+                   ['target', 'measured', 'met', 'short by'],
+                   [[t['target'], t['measured'], 'yes' if t['met'] else 'NO', t['short_by']]
+                    for t in targets]))
+  notes = ('Figures: `errors_vs_temperature.png`, `grid_30.png`, `grid_300.png`, '
+           '`omitted_digit_per_class.png`.\n')
   if oracle_lines:
-    md.append('\n' + '\n'.join(f'- {line}' for line in oracle_lines) + '\n')
-  md.append(f'\n## Targets of the full run{" (this is a quick run)" if quick else ""}\n')
-  md.append(report.markdown_table(
-      ['target', 'measured', 'met', 'short by'],
-      [[t['target'], t['measured'], 'yes' if t['met'] else 'NO', t['short_by']]
-       for t in targets]))
-  md.append('\nFigures: `errors_vs_temperature.png`, `grid_30.png`, `grid_300.png`, '
-            '`omitted_digit_per_class.png`.\n')
-  with open(os.path.join(workdir, 'report.md'), 'w') as f:
-    f.write('\n'.join(md))
-  out = {'quick': quick, 'seeds': seeds, 'omitted_digit': omit, 'wall_seconds': wall_seconds,
-         'validation': validation,
-         'rows': [{k: v for k, v in r.items() if k != 'text'} for r in table],
-         'selections': selections, 'grids': grids, 'bias_adjustment': bias_rows,
-         'targets': targets, 'stage_minutes': stage_minutes,
-         'stages': {name: os.path.join(workdir, name) for name in results}}
-  report.write_json(os.path.join(workdir, 'report.json'), out)
+    notes += '\n' + '\n'.join(f'- {line}' for line in oracle_lines) + '\n'
+  text = common.write_report(
+      stages, title=f'Hinton et al. (2015) on MNIST{" (quick)" if quick else ""}',
+      command=common.command_line(), sections=sections, seeds=seeds,
+      data={'quick': quick, 'seeds': seeds, 'omitted_digit': omit, 'grids': grids,
+            'bias_adjustment': bias_rows, 'targets': targets},
+      rows=[{k: v for k, v in r.items() if k != 'text'} for r in table],
+      selections=selections, notes=notes)
   _plots(workdir, results, omit, labels_test)
-  print('\n'.join(md), flush=True)
-  return out
+  print(text, flush=True)
+  return text
 
 
 def main(argv):
