@@ -28,8 +28,16 @@ from kdjax import models
 from kdjax.models import resnet, vgg
 
 LAUNCHERS = ('cifar_kd', 'reversed_kd', 'self_kd', 'heterogeneous_kd', 'soft_loss_study')
-PRESETS = [(launcher, name) for launcher in LAUNCHERS
-           for name in importlib.import_module(f'experiments.{launcher}').PRESETS]
+
+
+def presets(launchers) -> list[tuple[str, str]]:
+  return [(launcher, name) for launcher in launchers
+          for name in importlib.import_module(f'experiments.{launcher}').PRESETS]
+
+
+# cifar_kd's presets run from tests/test_presets_cifar_kd.py, so that the two
+# files share the test workers.
+PRESETS = presets(LAUNCHERS[1:])
 MOCK_EXAMPLES = 64
 
 
@@ -214,6 +222,11 @@ EXTRA_CHECKS = {'cifar_kd': _check_cifar_kd, 'reversed_kd': _check_reversed_kd,
 
 @pytest.mark.parametrize('launcher, name', PRESETS, ids=[f'{l}:{n}' for l, n in PRESETS])
 def test_preset_runs_to_the_end(launcher, name, preset_env, tmp_path):
+  run_and_check(launcher, name, preset_env, tmp_path)
+
+
+def run_and_check(launcher, name, preset_env, tmp_path):
+  """Runs one preset shrunk, then checks its stages, report rows and selections."""
   text, data, setup, preset = _run_preset(launcher, name, preset_env, str(tmp_path / name))
   full = importlib.import_module(f'experiments.{launcher}').PRESETS[name]
   # Every stage finished with its own recipe, shrunk in sizes only.
