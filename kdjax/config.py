@@ -171,6 +171,17 @@ def input_pipeline(c: ml_collections.ConfigDict) -> str:
   return 'device' if catalog.get_info(c.dataset).fits_in_memory else 'stream'
 
 
+def image_shape(c: ml_collections.ConfigDict) -> tuple[int, int, int]:
+  """(H, W, C) of the images the model sees: the catalog's, or `config.input.image_size`."""
+  from kdjax.data import catalog
+  info = catalog.get_info(c.dataset)
+  size = c.input.image_size
+  if not size:  # validate() requires a size where the stored ones vary
+    return tuple(info.image_shape)
+  channels = info.image_shape[2] if info.image_shape else len(info.mean)
+  return (size, size, channels)
+
+
 def _validate_input(c: ml_collections.ConfigDict) -> None:
   from kdjax.data import catalog
   if c.input.pipeline not in PIPELINES:

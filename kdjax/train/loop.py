@@ -297,7 +297,7 @@ def finish(run: Run, state, progress) -> dict:
           step_flops * steps_here / max(progress.train_seconds - progress.resumed_seconds,
                                         1e-9)))
   facts = results_lib.run_facts(config, run.dataset, run.feed, num_params=run.num_params,
-                                members=run.members, teacher=run.teacher, timing=timing,
+                                teacher=run.teacher, timing=timing,
                                 devices=jax.device_count())
   diverged = (np.asarray(jax.device_get(state.diverged_step)).reshape(-1)
               if run.members.stacked else np.zeros(1, np.int64))

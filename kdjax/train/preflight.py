@@ -32,8 +32,8 @@ import numpy as np
 
 from kdjax import config as config_lib
 from kdjax import data as data_lib
-from kdjax import models, report
-from kdjax.errors import ConfigError, DataError, KDError, WorkdirError
+from kdjax import models
+from kdjax.errors import ConfigError, DataError, KDError
 from kdjax.train import optim
 
 # Seeds become int32 JAX keys (`jnp.int32(seed)`) and numpy Generators
@@ -64,10 +64,11 @@ def check(config: ml_collections.ConfigDict) -> None:
   _check_seeds(config)
   _check_optimizer(config)
   if config.teacher.workdir:
-    _check_teacher(config)
+    from kdjax.train import teacher as teacher_lib
+    teacher_lib.check(config)
   # The model and the augmentation need only the image shape the catalog
   # knows, so their mistakes are found before the dataset is read.
-  image_shape = _image_shape(config)
+  image_shape = config_lib.image_shape(config)
   _check_augment(config, image_shape)
   _check_model(config, image_shape)
   _check_batch_sizes(config, _training_set(config))
@@ -86,9 +87,7 @@ def _check_seeds(config) -> None:
   for field in ('seed', 'data_seed', 'validation_seed'):
     _check_seed(field, config[field])
   for value in config.sweep.seed:
-    if not _is_whole(value) or not 0 <= value < _SEED_LIMIT:
-      raise ConfigError(f'config.sweep.seed={tuple(config.sweep.seed)}: every seed must be a '
-                        'whole number in [0, 2**31)')
+    _check_seed('sweep.seed', value)
   # A seed sweep may shift each member's data seed by its seed's offset
   # (sweep.couple_data_seed), which can fall below 0.
   for member in config_lib.sweep_members(config):
@@ -121,39 +120,12 @@ def _check_optimizer(config) -> None:
     raise ConfigError(f'config.optimizer.eps={optimizer.eps!r}: must be >= 0')
 
 
-def _check_teacher(config) -> None:
-  """The teacher's own checks, then its final checkpoint on disk."""
-  from kdjax.train import teacher as teacher_lib
-  from kdjax.train import workdir as workdir_lib
-  workdir = os.path.abspath(config.teacher.workdir)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise WorkdirError(f'config.teacher.workdir={workdir} is a file; give the workdir of a '
-                       'finished run')
-  teacher_lib.check(config)
-  results = report.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
-  epoch = results.get('final_checkpoint_epoch')
-  if epoch is None or not os.path.isdir(os.path.join(workdir, 'checkpoints', str(epoch))):
-    raise WorkdirError(f'config.teacher.workdir={workdir} has no checkpoint of its final '
-                       f'epoch ({os.path.join(workdir, "checkpoints", str(epoch))} missing); '
-                       'retrain the teacher')
-
-
 def _check_data_dir(config) -> None:
   """A clearer message than 'not in DIR, import it there' when DIR is a file."""
   data_dir = config.data_dir
   if data_dir and os.path.isfile(data_dir):
     raise ConfigError(f'config.data_dir={data_dir!r}: is a file; give a TFDS data directory, '
                       "or '' for $TFDS_DATA_DIR (else ~/tensorflow_datasets)")
-
-
-def _image_shape(config) -> tuple[int, int, int]:
-  """(H, W, C) of the images the model sees, from the catalog and `config.input`."""
-  info = data_lib.catalog.get_info(config.dataset)
-  size = config.input.image_size
-  if not size:  # config.validate requires a size where the stored ones vary
-    return tuple(info.image_shape)
-  channels = info.image_shape[2] if info.image_shape else len(info.mean)
-  return (size, size, channels)
 
 
 def _training_set(config) -> _TrainingSet:

@@ -20,7 +20,7 @@ from kdjax.train import sweep as sweep_lib
 from kdjax.train import workdir as workdir_lib
 
 
-def run_facts(config, dataset, feed, *, num_params: int, members, teacher, timing: dict,
+def run_facts(config, dataset, feed, *, num_params: int, teacher, timing: dict,
               devices: int) -> dict:
   """The fields every member of a run shares (data, model, input, time, teacher)."""
   validation = None

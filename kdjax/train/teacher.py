@@ -51,7 +51,8 @@ def _read(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
 def check(config: ml_collections.ConfigDict) -> None:
   """Refuses, in one line, a teacher this student cannot learn from.
 
-  The teacher must be a finished run that did not diverge, be a single run
+  The teacher must be a finished run with its final checkpoint on disk that
+  did not diverge, be a single run
   (a sweep's member directory, not the sweep itself), have the student's
   classes and input shape, and have trained on the student's dataset unless
   `config.teacher.allow_other_dataset` marks a deliberate transfer.
@@ -73,23 +74,21 @@ def check(config: ml_collections.ConfigDict) -> None:
         f'config.teacher.workdir={workdir}: the teacher has {teacher_info.num_classes} classes '
         f'({teacher_dataset}) but config.dataset={config.dataset!r} has '
         f'{student_info.num_classes}')
-  student_shape = _image_shape(config, student_info)
+  student_shape = config_lib.image_shape(config)
   teacher_shape = results.get('image_shape')
   if teacher_shape is not None and student_shape is not None and (
       tuple(teacher_shape) != tuple(student_shape)):
     raise ConfigError(f'config.teacher.workdir={workdir}: the teacher\'s input shape '
                       f'{tuple(teacher_shape)} differs from the student\'s {tuple(student_shape)}')
+  epoch = results.get('final_checkpoint_epoch')
+  final = os.path.join(workdir, 'checkpoints', str(epoch))
+  if epoch is None or not os.path.isdir(final):
+    raise WorkdirError(f'config.teacher.workdir={workdir} has no checkpoint of its final '
+                       f'epoch ({final} missing); retrain the teacher')
   if teacher_dataset != config.dataset and not config.teacher.allow_other_dataset:
     raise ConfigError(
         f'the teacher in {workdir} trained on {teacher_dataset}, the student on '
         f'{config.dataset}; set teacher.allow_other_dataset=True for a deliberate transfer')
-
-
-def _image_shape(config, info) -> tuple | None:
-  if config.input.image_size:
-    return (config.input.image_size, config.input.image_size, info.image_shape[-1]
-            if info.image_shape else 3)
-  return info.image_shape
 
 
 @dataclasses.dataclass
