@@ -556,6 +556,7 @@ def launch(presets: dict[str, dict], body: Callable[[Stages, dict], str], *,
       cli.fail(f'unexpected arguments: {" ".join(argv[1:])}')
     if not WORKDIR.value:
       cli.fail('--workdir is required')
+    cli.configure_cache()
     name = PRESET.value or default_preset
     if name not in presets:
       cli.fail(f'--preset={name} is unknown; known: {", ".join(presets)}')

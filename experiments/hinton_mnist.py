@@ -382,6 +382,7 @@ def main(argv):
   if not common.WORKDIR.value:
     cli.fail('--workdir is required')
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  cli.configure_cache()
   train_examples = common.TRAIN_EXAMPLES.value
   cli.run_guarded(run, os.path.abspath(common.WORKDIR.value), quick=common.QUICK.value,
                   seeds=common.SEEDS.value or 1, omit=_OMIT.value,

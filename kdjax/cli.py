@@ -2,10 +2,26 @@
 
 import sys
 
+from absl import flags
+
 from kdjax.errors import KDError
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
+
+
+CACHE_DIR = flags.DEFINE_string(
+    'cache_dir', None, 'Where decoded datasets and compiled programs are kept between runs '
+    '(default: $KDJAX_CACHE_DIR, else $XDG_CACHE_HOME/kdjax, else ~/.cache/kdjax).')
+CACHE = flags.DEFINE_bool(
+    'cache', True, 'Reuse decoded datasets and compiled programs across processes '
+    '(--nocache: decode and compile afresh, write nothing there).')
+
+
+def configure_cache() -> None:
+  """Applies --cache_dir / --nocache (kdjax.caching) to this process."""
+  from kdjax import caching
+  caching.configure((CACHE_DIR.value or caching.default_dir()) if CACHE.value else None)
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR):

@@ -17,6 +17,7 @@ from kdjax.errors import ConfigError
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 SCHEDULES = ('constant', 'exponential', 'step', 'cosine')
+SUMMARY_WRITERS = ('tensorboard', 'clu', 'none')
 TEACHER_CACHE = ('auto', True, False)
 PIPELINES = ('auto', 'device', 'stream')
 
@@ -128,6 +129,9 @@ def default() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2
   c.log_every_epochs = 1
+  # TensorBoard event files: 'tensorboard' (kdjax's own writer, no
+  # TensorFlow), 'clu' (clu's writer; imports TensorFlow) or 'none'.
+  c.summary_writer = 'tensorboard'
   c.overwrite = False  # allow a different config in a workdir that holds a run
   c.lock()
   return c
@@ -280,6 +284,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if value not in losses.SOFT_LOSS_KINDS:
       _fail('sweep.kind', tuple(c.sweep.kind),
             f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
+  if c.summary_writer not in SUMMARY_WRITERS:
+    _fail('summary_writer', c.summary_writer, f'unknown; known: {", ".join(SUMMARY_WRITERS)}')
   if c.sweep.mode not in ('auto', 'vmap', 'loop'):
     _fail('sweep.mode', c.sweep.mode, "must be 'auto', 'vmap' or 'loop'")
   if (len(c.sweep.seed) > 1 and c.sweep.couple_data_seed and input_pipeline(c) == 'stream'):

@@ -122,6 +122,7 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   if config is None:
     cli.fail('--config is required (a file in configs/)')
+  cli.configure_cache()
   if _COORDINATOR.value:
     cli.init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:

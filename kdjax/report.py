@@ -4,10 +4,9 @@ import json
 import os
 import tempfile
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
+# Figures are files, never windows; matplotlib itself is imported only by the
+# functions that draw (about half a second a process that draws nothing saves).
+os.environ.setdefault('MPLBACKEND', 'Agg')
 
 
 def write_json(path: str, obj) -> None:
@@ -46,8 +45,13 @@ def plot_curves(history: list[dict], path: str, title: str = '') -> None:
   Each curve has a point only where it was measured: train metrics every
   epoch, validation and test accuracy on the evaluated epochs.
   """
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   epochs = [h['epoch'] for h in history]
-  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+  # A bare Figure (no pyplot, fixed margins): a sweep draws one per member.
+  fig = Figure(figsize=(10, 4))
+  fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88 if title else 0.95,
+                      wspace=0.22)
+  ax_loss, ax_acc = fig.subplots(1, 2)
   ax_loss.plot(epochs, [h['train_loss'] for h in history], marker='o')
   ax_loss.set_xlabel('epoch')
   ax_loss.set_ylabel('train loss')
@@ -66,9 +70,40 @@ def plot_curves(history: list[dict], path: str, title: str = '') -> None:
     ax.grid(alpha=0.3)
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
+
+
+def plot_member_curves(histories: dict[str, list[dict]], path: str, title: str = '') -> None:
+  """A sweep's members in one figure: train loss, and held-out accuracy where evaluated.
+
+  The accuracy drawn is the validation split's when the runs hold one out,
+  else the test split's (the axis says which).
+  """
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  key = ('validation_accuracy' if any('validation_accuracy' in h for hist in histories.values()
+                                      for h in hist) else 'test_accuracy')
+  fig = Figure(figsize=(11, 4.5))
+  fig.subplots_adjust(left=0.06, right=0.80, bottom=0.12, top=0.88 if title else 0.95,
+                      wspace=0.22)
+  ax_loss, ax_acc = fig.subplots(1, 2)
+  for label, history in histories.items():
+    line, = ax_loss.plot([h['epoch'] for h in history], [h['train_loss'] for h in history],
+                         marker='.', label=label)
+    measured = [h for h in history if key in h]
+    ax_acc.plot([h['epoch'] for h in measured], [100 * h[key] for h in measured], marker='.',
+                color=line.get_color())
+  if all(h['train_loss'] > 0 for hist in histories.values() for h in hist):
+    ax_loss.set_yscale('log')
+  ax_loss.set_ylabel('train loss')
+  ax_acc.set_ylabel(key.replace('_accuracy', ' accuracy (%)'))
+  for ax in (ax_loss, ax_acc):
+    ax.set_xlabel('epoch')
+    ax.grid(alpha=0.3)
+  ax_loss.legend(loc='upper left', bbox_to_anchor=(2.32, 1.0), fontsize='small',
+                 title='member')
+  if title:
+    fig.suptitle(title)
+  fig.savefig(path, dpi=100)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

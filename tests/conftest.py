@@ -1,10 +1,17 @@
 """Fixtures shared by the test modules."""
 
 import os
+import tempfile
 
 import pytest
 
-from kdjax import data
+# One cache of decoded datasets and compiled programs for the whole test run,
+# shared by the xdist workers and the processes tests start; a new run starts
+# empty, as CI does.
+os.environ.setdefault('KDJAX_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), f'kdjax-test-cache-{os.environ.get("PYTEST_XDIST_TESTRUNUID", os.getpid())}'))
+
+from kdjax import data  # noqa: E402
 
 
 @pytest.fixture(scope='session')

@@ -18,7 +18,6 @@ import json
 import os
 import re
 
-import jax
 import pytest
 import tensorflow_datasets as tfds
 from absl import flags
@@ -54,20 +53,11 @@ def _narrow(factory, **kwargs):
 
 @pytest.fixture(scope='module')
 def preset_env(tmp_path_factory):
-  """Flags parsed, narrowed conv nets, a shared compilation cache and mock data."""
+  """Flags parsed, narrowed conv nets and mock data (programs come from the run's cache)."""
   for launcher in LAUNCHERS:
     importlib.import_module(f'experiments.{launcher}')
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(['pytest'])
-  # A sweep in turn compiles the same program once per member: cached, the
-  # members after the first load it.
-  cache = str(tmp_path_factory.mktemp('jax_cache'))
-  previous = {name: getattr(jax.config, name) for name in (
-      'jax_compilation_cache_dir', 'jax_persistent_cache_min_compile_time_secs',
-      'jax_persistent_cache_min_entry_size_bytes')}
-  jax.config.update('jax_compilation_cache_dir', cache)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   with contextlib.ExitStack() as stack:
     patch = stack.enter_context(pytest.MonkeyPatch.context())
     for name in models.names():
@@ -78,10 +68,6 @@ def preset_env(tmp_path_factory):
                       lambda factory=factory, **kw: _narrow(factory, **kw))
     stack.enter_context(tfds.testing.mock_data(num_examples=MOCK_EXAMPLES))
     yield str(tmp_path_factory.mktemp('tfds'))
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  from jax._src import compilation_cache
-  compilation_cache.reset_cache()
 
 
 def _label_claims(label: str) -> dict:

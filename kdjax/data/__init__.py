@@ -7,13 +7,23 @@
 imported offline; `python -m kdjax.data import mnist` imports one.
 """
 
+import importlib
+
 from kdjax.data import augment
-from kdjax.data import stream
 from kdjax.data.catalog import DATASETS
 from kdjax.data.catalog import DatasetInfo
-from kdjax.data.importer import import_dataset
 from kdjax.data.loading import Dataset
 from kdjax.data.loading import default_data_dir
 from kdjax.data.loading import is_prepared
 from kdjax.data.loading import load
 from kdjax.data.loading import Split
+
+
+def __getattr__(name: str):
+  # TensorFlow stays unimported until a run streams (`stream`) or a dataset is
+  # imported (`import_dataset`): the in-memory path reads a decoded cache.
+  if name == 'stream':
+    return importlib.import_module('kdjax.data.stream')
+  if name == 'import_dataset':
+    return importlib.import_module('kdjax.data.importer').import_dataset
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -18,6 +18,8 @@ class DatasetInfo:
 
   Attributes:
     name: the TFDS name, also the name kdjax uses.
+    version: the TFDS version kdjax reads (the one tensorflow-datasets
+      registers; a test holds the two equal).
     num_classes: number of label classes.
     image_shape: (H, W, C) of every image, or None where sizes vary.
     test_split: the TFDS split kdjax reports test accuracy on.
@@ -28,6 +30,7 @@ class DatasetInfo:
     source_sha256: file name -> SHA-256 of the local copy the importer reads.
   """
   name: str
+  version: str
   num_classes: int
   image_shape: tuple[int, int, int] | None
   test_split: str
@@ -42,6 +45,7 @@ DATASETS: Mapping[str, DatasetInfo] = {
     info.name: info for info in (
         DatasetInfo(
             name='mnist',
+            version='3.0.1',
             num_classes=10,
             image_shape=(28, 28, 1),
             test_split='test',
@@ -57,6 +61,7 @@ DATASETS: Mapping[str, DatasetInfo] = {
         ),
         DatasetInfo(
             name='fashion_mnist',
+            version='3.0.1',
             num_classes=10,
             image_shape=(28, 28, 1),
             test_split='test',
@@ -78,6 +83,7 @@ DATASETS: Mapping[str, DatasetInfo] = {
         ),
         DatasetInfo(
             name='cifar10',
+            version='3.0.2',
             num_classes=10,
             image_shape=(32, 32, 3),
             test_split='test',
@@ -86,6 +92,7 @@ DATASETS: Mapping[str, DatasetInfo] = {
         ),
         DatasetInfo(
             name='cifar100',
+            version='3.0.2',
             num_classes=100,
             image_shape=(32, 32, 3),
             test_split='test',
@@ -94,6 +101,7 @@ DATASETS: Mapping[str, DatasetInfo] = {
         ),
         DatasetInfo(
             name='imagenet2012',
+            version='5.1.0',
             num_classes=1000,
             image_shape=None,
             # ImageNet's test labels were never published; the labelled

@@ -5,15 +5,21 @@ to be held whole, put on the accelerators once, and batched there; `load`
 reads every split of one into numpy and never downloads. Datasets are read
 from a TFDS data directory, prepared either by `python -m kdjax.data import`
 (offline, from local copies) or by `tfds build` on a machine with internet.
+
+A split is decoded through tf.data once per TFDS copy and kept, as .npy
+files, in kdjax's cache (`kdjax.caching`); later loads map those files and
+import neither TensorFlow nor tensorflow_datasets.
 """
 
 import dataclasses
 import functools
+import hashlib
 import os
+import tempfile
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from kdjax import caching
 from kdjax.data import catalog
 from kdjax.errors import ConfigError, DataError
 
@@ -66,7 +72,8 @@ class Dataset:
 
 def default_data_dir() -> str:
   """TFDS's data directory: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  return tfds.core.constants.get_default_data_dir()
+  return os.path.expanduser(
+      os.environ.get('TFDS_DATA_DIR', os.path.join('~', 'tensorflow_datasets')))
 
 
 def is_prepared(name: str, data_dir: str | None = None) -> bool:
@@ -79,6 +86,7 @@ def is_prepared(name: str, data_dir: str | None = None) -> bool:
   Returns:
     True when `tfds.load(name, data_dir=data_dir, download=False)` can read it.
   """
+  tfds = _tfds()
   builder = tfds.builder(name, data_dir=data_dir or default_data_dir())
   # TFDS logs a warning for every absent version folder it is asked about.
   return os.path.isdir(builder.data_dir) and builder.is_prepared()
@@ -145,7 +153,20 @@ def _read_split(name: str, split: str, data_dir: str) -> Split:
 
 @functools.lru_cache(maxsize=4)
 def _read_split_cached(name: str, split: str, data_dir: str) -> Split:
-  """Reads one TFDS split whole, in its stored order, as read-only arrays."""
+  """One split, from kdjax's decoded cache when it holds this TFDS copy's split."""
+  cached = _cache_paths(name, split, data_dir)
+  if cached is not None and all(os.path.isfile(path) for path in cached):
+    images, labels = (np.load(path, mmap_mode='r').view(np.ndarray) for path in cached)
+    return Split(images=images, labels=labels)
+  split_arrays = _decode_split(name, split, data_dir)
+  if cached is not None:
+    _store(cached, split_arrays)
+  return split_arrays
+
+
+def _decode_split(name: str, split: str, data_dir: str) -> Split:
+  """Reads one TFDS split whole through tf.data, in its stored order, as read-only arrays."""
+  tfds = _tfds()
   try:
     batches = tfds.load(
         name, split=split, data_dir=data_dir, download=False,
@@ -167,6 +188,65 @@ def _read_split_cached(name: str, split: str, data_dir: str) -> Split:
   for array in (split_arrays.images, split_arrays.labels):
     array.flags.writeable = False  # shared by every caller in this process
   return split_arrays
+
+
+def _tfds():
+  """tensorflow_datasets, with TensorFlow imported quietly first."""
+  from kdjax.data import _tensorflow  # pylint: disable=import-outside-toplevel
+  _tensorflow.load()
+  import tensorflow_datasets  # pylint: disable=import-outside-toplevel
+  return tensorflow_datasets
+
+
+def fingerprint(name: str, data_dir: str) -> str | None:
+  """A hash of the TFDS copy of `name` in `data_dir`, or None when there is none.
+
+  It covers every file of the version directory (name, size, modification
+  time) and the bytes of its dataset_info.json: rewriting, re-importing or
+  replacing the copy changes it.
+  """
+  version_dir = os.path.join(data_dir, name, catalog.get_info(name).version)
+  info_file = os.path.join(version_dir, 'dataset_info.json')
+  if not os.path.isfile(info_file):
+    return None
+  digest = hashlib.sha256()
+  for entry in sorted(os.scandir(version_dir), key=lambda e: e.name):
+    if entry.is_file():
+      stat = entry.stat()
+      digest.update(f'{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
+  with open(info_file, 'rb') as f:
+    digest.update(f.read())
+  return digest.hexdigest()[:20]
+
+
+def _cache_paths(name: str, split: str, data_dir: str) -> tuple[str, str] | None:
+  """(images, labels) .npy paths of a split in the decoded cache, or None."""
+  root = caching.data_dir()
+  key = fingerprint(name, data_dir) if root else None
+  if key is None:  # caching off, or no TFDS copy on disk (e.g. tfds.testing.mock_data)
+    return None
+  folder = os.path.join(root, name, catalog.get_info(name).version, key)
+  # Images last: a reader that finds them finds the labels too.
+  return (os.path.join(folder, f'{split}.images.npy'),
+          os.path.join(folder, f'{split}.labels.npy'))
+
+
+def _store(paths: tuple[str, str], split: Split) -> None:
+  """Writes the split's arrays to `paths`, each through a rename (safe for concurrent writers)."""
+  images_path, labels_path = paths
+  try:
+    os.makedirs(os.path.dirname(images_path), exist_ok=True)
+    for path, array in ((labels_path, split.labels), (images_path, split.images)):
+      handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
+      try:
+        with os.fdopen(handle, 'wb') as f:
+          np.save(f, array)
+        os.replace(temporary, path)
+      except BaseException:
+        os.unlink(temporary)
+        raise
+  except OSError:
+    pass  # a cache that cannot be written is only a slower next load
 
 
 def missing_dataset_message(name: str, data_dir: str) -> str:

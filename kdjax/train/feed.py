@@ -158,7 +158,7 @@ class StreamFeed:
 
   mode = 'stream'
 
-  def __init__(self, config, info: data_lib.stream.StreamInfo, mesh: Mesh):
+  def __init__(self, config, info: 'data_lib.stream.StreamInfo', mesh: Mesh):
     self._config, self._info, self._mesh = config, info, mesh
     processes = jax.process_count()
     if config.batch_size % processes or config.eval_batch_size % processes:

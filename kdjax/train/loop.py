@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from kdjax import caching
 from kdjax import config as config_lib
 from kdjax import models
 from kdjax.errors import NonFiniteLossError, KDError
@@ -31,6 +32,7 @@ from kdjax.train import optim, preflight
 from kdjax.train import progress as progress_lib
 from kdjax.train import results as results_lib
 from kdjax.train import step as step_lib
+from kdjax.train import summaries
 from kdjax.train import sweep as sweep_lib
 from kdjax.train import teacher as teacher_lib
 from kdjax.train import workdir as workdir_lib
@@ -80,6 +82,7 @@ def prepare(config, workdir: str) -> dict | None:
 
   Returns the finished results when the workdir already holds this run.
   """
+  caching.ensure()  # decoded datasets and compiled programs reused across processes
   preflight.check(config)  # the schema, the teacher, the data, the model: nothing written
   return workdir_lib.prepare(workdir, config_lib.to_json_dict(config), config.overwrite)
 
@@ -101,6 +104,7 @@ class Run:
   predict: object
   data_rng: jax.Array
   timing: dict
+  final_evals: dict | None = None  # the last epoch's evaluation, when it ran in this process
 
 
 def build(config, workdir: str, members: sweep_lib.Members) -> Run:
@@ -168,12 +172,12 @@ def train_epochs(run: Run):
     progress = progress_lib.Progress.resumed(meta, latest)
     say(f'resuming {run.workdir} from the checkpoint of epoch {latest}')
   say(first_line(run))
-  # clu's writer loads TensorFlow; imported here, after kdjax.data has loaded
-  # it quietly (kdjax.data._tensorflow), so nothing but kdjax's lines reach stderr.
-  from clu import metric_writers
-  writer = metric_writers.create_default_writer(run.workdir,
-                                                just_logging=jax.process_index() > 0)
+  writer = summaries.open_writer(config.summary_writer, run.workdir,
+                                 process_index=jax.process_index())
   diverged = np.zeros(members.count, np.int64)
+  # Wall-clock time of the first step, for `experiments.benchmark`'s
+  # process-start-to-first-step column.
+  run.timing['first_step_unix_time'] = time.time()
   try:
     with progress_lib.PreemptionGuard() as guard:
       for epoch in range(progress.start_epoch + 1, config.num_epochs + 1):
@@ -189,6 +193,8 @@ def train_epochs(run: Run):
                           'rerun the same command to resume')
         evals = (evaluate(run, state) if progress_lib.due(epoch, config.eval_every,
                                                           config.num_epochs) else {})
+        if epoch == config.num_epochs:
+          run.final_evals = evals or None
         records = progress.record(epoch, epoch * run.feed.steps_per_epoch, metrics,
                                   {name: correct for name, (_, correct) in evals.items()},
                                   seconds)
@@ -202,7 +208,7 @@ def train_epochs(run: Run):
   finally:
     # Cleanup must not hide the error that ended the loop (e.g. a full disk
     # also fails the summary flush), so its own failures are only logged.
-    for cleanup in (writer.flush, checkpoints.close):
+    for cleanup in (writer.close, checkpoints.close):
       try:
         cleanup()
       except Exception as e:  # pylint: disable=broad-except
@@ -285,7 +291,7 @@ def log_epoch(run: Run, writer, progress, records: list[dict], epoch: int) -> No
 def finish(run: Run, state, progress) -> dict:
   """Final evaluation and every file of the finished run."""
   config = run.config
-  final = evaluate(run, state)
+  final = run.final_evals if run.final_evals is not None else evaluate(run, state)
   trained_here = config.num_epochs - progress.start_epoch
   steps_here = trained_here * run.feed.steps_per_epoch
   step_flops = run.timing['train_step_flops']
@@ -316,7 +322,7 @@ def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
   skipped and an interrupted one resumes, like any run; a member whose loss
   stops being finite is recorded as diverged and the others still train.
   """
-  rows, facts, seconds = [], None, []
+  rows, facts, seconds, histories = [], None, [], {}
   start = time.perf_counter()
   for m in range(members.count):
     directory = members.directory(workdir, m)
@@ -329,6 +335,7 @@ def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
                        diverged_at_step=None, test_accuracy=None, validation_accuracy=None))
       continue
     rows.append(sweep_lib.member_row(results, members.rows[m], directory))
+    histories[members.label(m)] = results['history']
     seconds.append(results['train_seconds'])
     facts = facts or {k: v for k, v in results.items() if k in _SHARED_FACTS}
   if facts is None:
@@ -338,6 +345,8 @@ def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
                  train_seconds=float(sum(seconds)), **sweep_lib.summary(rows))
   if jax.process_index() == 0:
     from kdjax import report
+    report.plot_member_curves(histories, os.path.join(workdir, 'curves.png'),
+                              title=f'{config.model.name} on {config.dataset}')
     report.write_json(os.path.join(workdir, RESULTS_FILE), results)
   say(results_lib.done_line(results, workdir, time.perf_counter() - start))
   return results

@@ -86,10 +86,14 @@ def member_results(facts: dict, member_config, records: list[dict], final: dict,
   return out
 
 
-def write_run_files(directory: str, results: dict, logits: dict, title: str) -> None:
-  """logits.npz, curves.png and (last, as the mark of a finished run) results.json."""
+def write_run_files(directory: str, results: dict, logits: dict, title: str | None) -> None:
+  """logits.npz, curves.png (unless `title` is None) and, last, results.json.
+
+  results.json is written last: it marks a finished run.
+  """
   np.savez_compressed(os.path.join(directory, 'logits.npz'), **logits)
-  report.plot_curves(results['history'], os.path.join(directory, 'curves.png'), title=title)
+  if title is not None:
+    report.plot_curves(results['history'], os.path.join(directory, 'curves.png'), title=title)
   report.write_json(os.path.join(directory, workdir_lib.RESULTS_FILE), results)
 
 
@@ -99,6 +103,7 @@ def write(workdir: str, *, config, members: sweep_lib.Members, state, facts: dic
   title = f'{config.model.name} on {config.dataset}'
   writer = jax.process_index() == 0
   rows = []
+  state = members.on_host(state)
   for m in range(members.count):
     member_config = members.config_of(m)
     directory = members.directory(workdir, m)
@@ -112,14 +117,18 @@ def write(workdir: str, *, config, members: sweep_lib.Members, state, facts: dic
       saved.close()
     results = member_results(facts, member_config, progress.history[m], final, m, labels,
                              num_classes, int(diverged_at[m]))
-    if writer:
-      write_run_files(directory, results, {name: v[0][m] for name, v in final.items()}, title)
+    if writer:  # a sweep's members share one figure, drawn below
+      write_run_files(directory, results, {name: v[0][m] for name, v in final.items()},
+                      title if members.mode == 'single' else None)
     if members.mode == 'single':
       return results
     rows.append(sweep_lib.member_row(results, members.rows[m], directory))
   results = dict(facts, members=rows, config=config_lib.to_json_dict(config),
                  sweep_mode=members.mode, **sweep_lib.summary(rows))
   if writer:
+    report.plot_member_curves({row['label']: history for row, history in
+                               zip(members.rows, progress.history)},
+                              os.path.join(workdir, 'curves.png'), title=title)
     report.write_json(os.path.join(workdir, workdir_lib.RESULTS_FILE), results)
   return results
 

@@ -80,8 +80,16 @@ class Members:
         workdir, 'members', self.rows[m]['label'])
 
   def take(self, tree, m: int):
-    """Member `m`'s slice of a (possibly stacked) pytree."""
-    return jax.tree.map(lambda x: x[m], tree) if self.stacked else tree
+    """Member `m`'s slice of a (possibly stacked) pytree, on the host when stacked.
+
+    Sliced in numpy: indexing each device array would dispatch (and, per
+    shape, compile) one program per leaf and member.
+    """
+    return jax.tree.map(lambda x: _host(x)[m], tree) if self.stacked else tree
+
+  def on_host(self, tree):
+    """A stacked pytree copied to numpy once, for `take` to slice every member from."""
+    return jax.tree.map(_host, tree) if self.stacked else tree
 
   def init_state(self, init):
     """`init(seed) -> TrainState`, stacked over the members' seeds when vmapped."""
@@ -165,3 +173,10 @@ def summary(rows: list[dict]) -> dict:
                  'test_accuracy': chosen['test_accuracy']}
   return {'groups': out, 'selection': selection,
           'diverged': [r['label'] for r in rows if r.get('diverged')]}
+
+
+def _host(x):
+  """A (replicated) array's values as numpy, read from this process's own copy."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(x.addressable_data(0))
+  return np.asarray(x)
