@@ -290,3 +290,43 @@ def test_four_device_step_equals_single_device_step():
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'sharded-ok' in out.stdout
+
+
+@pytest.mark.parametrize('member_orders', [False, True])
+def test_members_with_equal_inputs_share_one_teacher_pass(member_orders):
+  """A T x alpha grid over two seeds, jittered inputs, the teacher in the step:
+  grouped by inputs, the teacher runs once per seed, and every member's step is
+  the one plain vmap gives it."""
+  model, tx, _ = _student()
+  teacher, teacher_variables = _teacher()
+  seeds = np.array([0, 0, 0, 1, 1, 1])
+  groups = (0, 0, 0, 3, 3, 3)
+  state = jax.vmap(lambda s: step_lib.init_state(model, tx, jax.random.PRNGKey(s), IMAGE_SHAPE))(
+      jnp.asarray(seeds))
+  hparams = {'temperature': jnp.array([1., 4., 8.] * 2), 'alpha': jnp.array([0.2, 0.5, 0.9] * 2)}
+  train_step = step_lib.make_train_step(model=model, tx=tx, mean=MEAN, std=STD, max_shift=2,
+                                        teacher_model=teacher)
+  if member_orders:  # each seed its own batches, equal within a seed
+    batches = [_batch(32, seed=int(s) + 10) for s in seeds]
+    batch = jax.tree.map(lambda *x: np.stack(x), *batches)
+  else:
+    batch = _batch(32)
+  grouped = jax.jit(step_lib.vectorise(train_step, member_orders=member_orders,
+                                       input_groups=groups))
+  plain = jax.jit(jax.vmap(train_step, in_axes=(0, 0 if member_orders else None, None, 0)))
+  a = b = state
+  for _ in range(3):
+    a, metrics_a = grouped(a, batch, teacher_variables, hparams)
+    b, metrics_b = plain(b, batch, teacher_variables, hparams)
+  for x, y in zip(jax.tree.leaves((a, metrics_a)), jax.tree.leaves((b, metrics_b))):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+  kernel = jax.tree.leaves(a.params)[-1]
+  assert not np.allclose(kernel[0], kernel[3]) and not np.allclose(kernel[0], kernel[1])
+
+  # Four teacher passes fewer (six members, two groups), counted by XLA.
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  flops = {g: step_lib.train_step_flops(train_step, state, shapes, teacher_variables, hparams,
+                                        num_members=6, member_orders=member_orders,
+                                        input_groups=g) for g in (groups, None)}
+  one_pass = 2 * 32 * (64 * 48 + 48 * 48 + 48 * 10)  # multiply-adds of the teacher's dots
+  assert flops[None] - flops[groups] == pytest.approx(4 * one_pass, rel=0.05)

@@ -123,12 +123,13 @@ class DeviceFeed:
             for k, v in self.data.items()}
 
   def compile(self, train_step, *, num_members: int, state, teacher_variables, hparams,
-              data_rng, member_orders: bool = False) -> float:
+              data_rng, member_orders: bool = False,
+              input_groups: tuple[int, ...] | None = None) -> float:
     """Compiles the epoch program; returns the seconds it took."""
     epoch_fn = step_lib.make_epoch(train_step, mesh=self._mesh,
                                    batch_size=self._config.batch_size,
                                    steps_per_epoch=self.steps_per_epoch, num_members=num_members,
-                                   member_orders=member_orders)
+                                   member_orders=member_orders, input_groups=input_groups)
     start = time.perf_counter()
     self._epoch = epoch_fn.lower(state, self.data, teacher_variables, hparams,
                                  data_rng).compile()
@@ -183,14 +184,15 @@ class StreamFeed:
             'labels': jax.ShapeDtypeStruct(shape[:1], jnp.int32, sharding=self._sharding)}
 
   def compile(self, train_step, *, num_members: int, state, teacher_variables, hparams,
-              data_rng, member_orders: bool = False) -> float:
+              data_rng, member_orders: bool = False,
+              input_groups: tuple[int, ...] | None = None) -> float:
     del data_rng  # tf.data orders the examples
     if member_orders:  # refused earlier by config validation; a guard for direct callers
       raise ConfigError('streamed members share one data order; set '
                         "sweep.couple_data_seed=False or sweep.mode='loop'")
     step_fn = train_step
     if num_members:
-      step_fn = jax.vmap(train_step, in_axes=(0, None, None, 0))
+      step_fn = step_lib.vectorise(train_step, input_groups=input_groups)
     start = time.perf_counter()
     self._step = jax.jit(step_fn, donate_argnums=0).lower(
         state, self.batch_shapes(), teacher_variables, hparams).compile()

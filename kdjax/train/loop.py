@@ -141,7 +141,7 @@ def compile_programs(run: Run) -> None:
   run.timing['compile_seconds'] = run.feed.compile(
       run.train_step, num_members=run.members.axis_size, state=run.state,
       teacher_variables=teacher_variables, hparams=run.hparams, data_rng=run.data_rng,
-      member_orders=run.members.own_data_orders)
+      member_orders=run.members.own_data_orders, input_groups=run.members.input_groups)
   from kdjax.models import flops
   one = run.members.take(run.state, 0)
   run.timing['flops_per_example'] = flops.forward_flops_per_example(
@@ -150,7 +150,7 @@ def compile_programs(run: Run) -> None:
       run.train_step, run.state, run.feed.batch_shapes(run.members.own_data_orders,
                                                        run.members.count),
       teacher_variables, run.hparams, num_members=run.members.axis_size,
-      member_orders=run.members.own_data_orders)
+      member_orders=run.members.own_data_orders, input_groups=run.members.input_groups)
 
 
 def evaluate(run: Run, state) -> dict:

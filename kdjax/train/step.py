@@ -9,6 +9,7 @@ hyper-parameter that a sweep may vary (temperature, alpha) travels in
 stack of students.
 """
 
+import dataclasses
 from typing import Any, Callable
 
 import flax
@@ -114,16 +115,23 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   if objective is None:
     objective = objective_lib.logit_kd(soft_kind)
 
-  def train_step(state: TrainState, batch, teacher_variables, hparams):
-    step_rng = jax.random.fold_in(state.rng, state.step)
-    augment_rng, dropout_rng = jax.random.split(step_rng)
+  # The step in three parts, so that members of a vectorised sweep that see
+  # the same inputs can share the teacher's forward pass (`vectorise`).
+  def inputs(rng, step, batch):
+    """The augmented, normalised images of this step (a function of rng, step, batch)."""
+    augment_rng, _ = jax.random.split(jax.random.fold_in(rng, step))
     images = augment.augment(augment_rng, batch['images'], max_shift=max_shift, flip=flip)
-    images = augment.normalize(images, mean, std)
-    labels = batch['labels']
+    return augment.normalize(images, mean, std)
 
-    teacher_logits = batch.get('teacher_logits')
-    if teacher_logits is None and teacher_model is not None:
-      teacher_logits = teacher_model.apply(teacher_variables, images, train=False)
+  def teacher_logits_of(images, batch, teacher_variables):
+    logits = batch.get('teacher_logits')
+    if logits is None and teacher_model is not None:
+      logits = teacher_model.apply(teacher_variables, images, train=False)
+    return logits
+
+  def update(state: TrainState, batch, images, teacher_logits, hparams):
+    _, dropout_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    labels = batch['labels']
     teacher = None
     if teacher_logits is not None:
       teacher = {'logits': jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))}
@@ -162,12 +170,64 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
           healthy & ~jnp.isfinite(loss), state.step + 1, state.diverged_step))
     return new_state, metrics
 
+  def train_step(state: TrainState, batch, teacher_variables, hparams):
+    images = inputs(state.rng, state.step, batch)
+    return update(state, batch, images, teacher_logits_of(images, batch, teacher_variables),
+                  hparams)
+
+  train_step.parts = StepParts(inputs=inputs, teacher_logits=teacher_logits_of, update=update,
+                               teacher_in_step=teacher_model is not None)
   return train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class StepParts:
+  """A train step cut where members of a sweep may share work (see `vectorise`)."""
+  inputs: Callable  # (rng, step, batch) -> images
+  teacher_logits: Callable  # (images, batch, teacher_variables) -> logits or None
+  update: Callable  # (state, batch, images, teacher_logits, hparams) -> (state, metrics)
+  teacher_in_step: bool
+
+
+def vectorise(train_step: Callable, *, member_orders: bool = False,
+              input_groups: tuple[int, ...] | None = None) -> Callable:
+  """The train step over a leading member axis of state and hparams.
+
+  `batch` has a member axis too with `member_orders`. `input_groups[m]` names
+  the first member whose inputs equal member m's (same seed, hence the same
+  augmentation stream, and the same batches): with a teacher in the step,
+  the teacher runs once per group instead of once per member (a T x alpha
+  grid of one seed: once in all). Each member's own step is unchanged.
+  """
+  in_axes = (0, 0 if member_orders else None, None, 0)
+  parts = getattr(train_step, 'parts', None)
+  if (parts is None or not parts.teacher_in_step or input_groups is None
+      or len(set(input_groups)) == len(input_groups)):
+    return jax.vmap(train_step, in_axes=in_axes)
+  leaders = sorted(set(input_groups))
+  leader_index = jnp.array(leaders, jnp.int32)
+  member_group = jnp.array([leaders.index(g) for g in input_groups], jnp.int32)
+
+  def step(state, batch, teacher_variables, hparams):
+    take_leaders = lambda x: jnp.take(x, leader_index, axis=0)  # noqa: E731
+    leader_batch = jax.tree.map(take_leaders, batch) if member_orders else batch
+    # Members step together; one frozen by divergence keeps its old step and
+    # discards its update, so the group's step is the furthest one.
+    images = jax.vmap(parts.inputs, in_axes=(0, None, 0 if member_orders else None))(
+        take_leaders(state.rng), jnp.max(state.step), leader_batch)
+    teacher = jax.vmap(parts.teacher_logits, in_axes=(0, 0 if member_orders else None, None))(
+        images, leader_batch, teacher_variables)
+    per_member = lambda x: jnp.take(x, member_group, axis=0)  # noqa: E731
+    return jax.vmap(parts.update, in_axes=(0, 0 if member_orders else None, 0, 0, 0))(
+        state, batch, per_member(images), per_member(teacher), hparams)
+
+  return step
 
 
 def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
                steps_per_epoch: int, num_members: int = 0,
-               member_orders: bool = False) -> Callable:
+               member_orders: bool = False,
+               input_groups: tuple[int, ...] | None = None) -> Callable:
   """Compiles one whole epoch into a single program.
 
   `epoch(state, data, teacher_variables, hparams, order_rng)` shuffles the
@@ -180,11 +240,12 @@ def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
   vectorised sweep). Every member trains on the same batches, or, with
   `member_orders`, on its own order of the examples: `order_rng` then holds
   one key per member (seeds that vary the data order with the init).
+  `input_groups`: see `vectorise`.
   """
   batch_sharding = NamedSharding(mesh, P('data'))
   step_fn = train_step
   if num_members:
-    step_fn = jax.vmap(train_step, in_axes=(0, 0 if member_orders else None, None, 0))
+    step_fn = vectorise(train_step, member_orders=member_orders, input_groups=input_groups)
   if member_orders:
     batch_sharding = NamedSharding(mesh, P(None, 'data'))
 
@@ -210,7 +271,8 @@ def make_epoch(train_step: Callable, *, mesh: Mesh, batch_size: int,
 
 
 def train_step_flops(train_step: Callable, state, batch, teacher_variables, hparams, *,
-                     num_members: int = 0, member_orders: bool = False) -> float | None:
+                     num_members: int = 0, member_orders: bool = False,
+                     input_groups: tuple[int, ...] | None = None) -> float | None:
   """XLA's operation count of one train step (all members of a sweep together).
 
   Taken from the lowered program's cost analysis, so nothing is compiled.
@@ -218,7 +280,7 @@ def train_step_flops(train_step: Callable, state, batch, teacher_variables, hpar
   """
   step_fn = train_step
   if num_members:
-    step_fn = jax.vmap(train_step, in_axes=(0, 0 if member_orders else None, None, 0))
+    step_fn = vectorise(train_step, member_orders=member_orders, input_groups=input_groups)
   cost = jax.jit(step_fn).lower(state, batch, teacher_variables, hparams).cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None

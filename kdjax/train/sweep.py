@@ -66,6 +66,20 @@ class Members:
     """Whether stacked members shuffle the examples each with their own seed."""
     return self.stacked and len({row['data_seed'] for row in self.rows}) > 1
 
+  @property
+  def input_groups(self) -> tuple[int, ...] | None:
+    """For each stacked member, the first member that sees the same inputs.
+
+    A member's augmentation stream follows its seed and its batches its data
+    seed; members equal in both see equal inputs (and so equal teacher
+    outputs), whatever their temperature, alpha, kind or learning rate.
+    """
+    if not self.stacked:
+      return None
+    first = {}
+    return tuple(first.setdefault((r['seed'], r['data_seed']), m)
+                 for m, r in enumerate(self.rows))
+
   def label(self, m: int) -> str | None:
     return self.rows[m]['label']
 
