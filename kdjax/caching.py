@@ -16,6 +16,7 @@ DIR is, in this order: what `configure` was given (the CLI's --cache_dir, or
 the bytes a miss would compute.
 """
 
+import logging
 import os
 
 ENV = 'KDJAX_CACHE_DIR'
@@ -51,8 +52,15 @@ def configure(directory: str | None) -> None:
   xla = os.path.join(directory, 'xla') if directory else None
   if jax.config.jax_compilation_cache_dir != xla:
     jax.config.update('jax_compilation_cache_dir', xla)
-    # JAX opens its cache at the first compile; a new directory needs a reset.
-    compilation_cache.reset_cache()
+    # JAX opens its cache at the first compile; a new directory needs a
+    # reset, which JAX announces at INFO level on stderr.
+    logger = logging.getLogger('jax._src.compilation_cache')
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+      compilation_cache.reset_cache()
+    finally:
+      logger.setLevel(level)
   if xla:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', _MIN_COMPILE_SECONDS)
 

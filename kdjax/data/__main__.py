@@ -10,9 +10,10 @@ import argparse
 import os
 import sys
 
+from kdjax import caching
 from kdjax.data import catalog
 from kdjax.data.importer import import_dataset
-from kdjax.data.loading import default_data_dir, is_prepared
+from kdjax.data.loading import default_data_dir, is_prepared, load
 from kdjax.errors import KDError
 
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         raise KDError('--source names the local copy of one dataset; import one NAME at a time')
       for name in args.names:
         print(import_dataset(name, data_dir=data_dir, source=args.source), flush=True)
+        # Decoded once now, so that the first run maps it instead (kdjax.caching).
+        if caching.data_dir() is not None:
+          load(name, data_dir=data_dir)
   except KDError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
