@@ -1,0 +1,30 @@
+"""Distillation methods beyond logit KD, as pure functions of student and teacher outputs.
+
+Each loss takes the student's and the teacher's outputs (features are Flax's
+NHWC, embeddings [B, D], logits [B, K]) and keyword-only hyper-parameters whose
+defaults are the published ones, and reduces the way the reference
+implementations (RepDistiller, mdistiller) do, so that numbers and loss
+weights carry over. `PUBLISHED_WEIGHTS` holds the weight each method's loss
+gets in RepDistiller's `train_student.py` (its `-b`).
+
+  at_loss    attention transfer (Zagoruyko & Komodakis, 2017), one pair of maps
+  sp_loss    similarity-preserving KD (Tung & Mori, 2019), one pair
+  nst_loss   neuron selectivity transfer (Huang & Wang, 2017), polynomial kernel
+  pkt_loss   probabilistic knowledge transfer (Passalis & Tefas, 2018)
+  rkd_loss   relational KD, distance + angle (Park et al., 2019)
+  dkd_loss   decoupled KD, target + non-target (Zhao et al., 2022)
+"""
+
+from kdjax.methods.features import adaptive_avg_pool, at_loss, nst_loss, sp_loss
+from kdjax.methods.logits import dkd_loss
+from kdjax.methods.relations import pkt_loss, rkd_loss
+
+# RepDistiller's weight of each method's loss (train_student.py, `-b`), with
+# cross-entropy weight 1 and no logit KD term beside it.
+PUBLISHED_WEIGHTS = {
+    'fitnet': 100.0, 'at': 1000.0, 'sp': 3000.0, 'cc': 0.02, 'vid': 1.0, 'rkd': 1.0,
+    'pkt': 30000.0, 'ab': 1.0, 'ft': 200.0, 'fsp': 50.0, 'nst': 50.0, 'crd': 0.8,
+}
+
+__all__ = ['PUBLISHED_WEIGHTS', 'adaptive_avg_pool', 'at_loss', 'dkd_loss', 'nst_loss',
+           'pkt_loss', 'rkd_loss', 'sp_loss']
