@@ -126,6 +126,20 @@ def default() -> ml_collections.ConfigDict:
   # data_seed = config.data_seed + (member seed − config.seed).
   c.sweep.couple_data_seed = True
 
+  # A distillation method beside the logit objective (kdjax.methods):
+  # loss = objective + method.weight x method. '' for none.
+  c.method = ml_collections.ConfigDict()
+  c.method.name = ''  # 'at', 'nst', 'sp', 'pkt', 'rkd', 'dkd'
+  c.method.weight = -1.0  # < 0: the published weight (RepDistiller's -b; DKD 1)
+  c.method.at_p = 2.0
+  c.method.pkt_eps = 1e-7
+  c.method.rkd_distance_weight = 25.0
+  c.method.rkd_angle_weight = 50.0
+  c.method.dkd_alpha = 1.0
+  c.method.dkd_beta = 8.0
+  c.method.dkd_temperature = 4.0
+  c.method.dkd_warmup_epochs = 20.0  # the DKD term ramps in linearly over these epochs
+
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2
   c.log_every_epochs = 1
@@ -284,6 +298,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if value not in losses.SOFT_LOSS_KINDS:
       _fail('sweep.kind', tuple(c.sweep.kind),
             f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
+  if c.method.name:
+    from kdjax import methods
+    methods.get(c.method.name)
+    if not c.teacher.workdir:
+      _fail('method.name', c.method.name, 'a distillation method needs config.teacher.workdir')
+    if c.teacher.cache is True and methods.registry.needs_features(c):
+      _fail('teacher.cache', True, f'method {c.method.name!r} taps the teacher\'s features, '
+            "which are not cached; use teacher.cache='auto'")
   if c.summary_writer not in SUMMARY_WRITERS:
     _fail('summary_writer', c.summary_writer, f'unknown; known: {", ".join(SUMMARY_WRITERS)}')
   if c.sweep.mode not in ('auto', 'vmap', 'loop'):

@@ -48,6 +48,9 @@ class Objective:
   name: str
   loss: LossFn
   init: Callable[[jax.Array], Any] | None = None
+  # Whether `loss` reads the networks' intermediate features, under
+  # outputs['features'] (the step then asks the models for them).
+  taps_features: bool = False
 
   def init_params(self, rng: jax.Array):
     return {} if self.init is None else self.init(rng)
@@ -70,12 +73,40 @@ def names() -> tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
-def from_config(config, *, swept_kind: bool = False) -> Objective:
-  """The objective `config.distill.objective` names, built for this run."""
+def from_config(config, *, swept_kind: bool = False, steps_per_epoch: int = 1) -> Objective:
+  """The objective `config.distill.objective` names, built for this run.
+
+  With `config.method.name`, the method's loss (kdjax.methods), weighted by
+  `config.method.weight`, is added to it.
+  """
   name = config.distill.objective
   if name not in _REGISTRY:
     raise ConfigError(f'config.distill.objective={name!r}: unknown; known: {", ".join(names())}')
-  return _REGISTRY[name](config, swept_kind=swept_kind)
+  objective = _REGISTRY[name](config, swept_kind=swept_kind)
+  if config.method.name:
+    objective = with_method(objective, config, steps_per_epoch)
+  return objective
+
+
+def with_method(base: Objective, config, steps_per_epoch: int) -> Objective:
+  """`base` plus `method.weight` × the method's loss; metrics gain `method` (unweighted)."""
+  from kdjax import methods  # pylint: disable=import-outside-toplevel
+  method = methods.get(config.method.name)
+  options = methods.registry.options(config)
+  weight = methods.registry.weight(config)
+  taps = method.taps != 'logits'
+
+  def loss(student, teacher, labels, hparams, own_params):
+    value, metrics = base.loss(student, teacher, labels, hparams, own_params)
+    if teacher is None:  # evaluation-style calls without a teacher
+      return value, metrics
+    epoch = hparams.get('step', 0) / steps_per_epoch
+    pick = (lambda o: o['features']) if taps else (lambda o: o)
+    term = method.loss(pick(student), pick(teacher), labels, options, epoch)
+    return value + weight * term, dict(metrics, method=term)
+
+  return Objective(name=f'{base.name}+{method.name}', loss=loss, init=base.init,
+                   taps_features=taps or base.taps_features)
 
 
 def logit_kd(kind: str | None = 'kl') -> Objective:

@@ -5,7 +5,8 @@ NHWC, embeddings [B, D], logits [B, K]) and keyword-only hyper-parameters whose
 defaults are the published ones, and reduces the way the reference
 implementations (RepDistiller, mdistiller) do, so that numbers and loss
 weights carry over. `PUBLISHED_WEIGHTS` holds the weight each method's loss
-gets in RepDistiller's `train_student.py` (its `-b`).
+gets in RepDistiller's `train_student.py` (its `-b`). `config.method.name`
+adds one of them to a run's objective (`kdjax.methods.registry`).
 
   at_loss    attention transfer (Zagoruyko & Komodakis, 2017), one pair of maps
   sp_loss    similarity-preserving KD (Tung & Mori, 2019), one pair
@@ -17,6 +18,7 @@ gets in RepDistiller's `train_student.py` (its `-b`).
 
 from kdjax.methods.features import adaptive_avg_pool, at_loss, nst_loss, sp_loss
 from kdjax.methods.logits import dkd_loss
+from kdjax.methods.registry import METHODS, Method, get
 from kdjax.methods.relations import pkt_loss, rkd_loss
 
 # RepDistiller's weight of each method's loss (train_student.py, `-b`), with
@@ -26,5 +28,5 @@ PUBLISHED_WEIGHTS = {
     'pkt': 30000.0, 'ab': 1.0, 'ft': 200.0, 'fsp': 50.0, 'nst': 50.0, 'crd': 0.8,
 }
 
-__all__ = ['PUBLISHED_WEIGHTS', 'adaptive_avg_pool', 'at_loss', 'dkd_loss', 'nst_loss',
-           'pkt_loss', 'rkd_loss', 'sp_loss']
+__all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'adaptive_avg_pool', 'at_loss', 'dkd_loss',
+           'get', 'nst_loss', 'pkt_loss', 'rkd_loss', 'sp_loss']

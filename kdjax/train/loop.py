@@ -113,7 +113,8 @@ def build(config, workdir: str, members: sweep_lib.Members) -> Run:
   dataset, feed = feed_lib.build(config, mesh)
   model = models.from_config(config.model, num_classes=dataset.num_classes)
   tx = optim.optimizer(config, feed.steps_per_epoch)
-  objective = objective_lib.from_config(config, swept_kind=bool(len(config.sweep.kind)))
+  objective = objective_lib.from_config(config, swept_kind=bool(len(config.sweep.kind)),
+                                        steps_per_epoch=feed.steps_per_epoch)
   state = members.init_state(lambda seed: step_lib.init_state(
       model, tx, jax.random.PRNGKey(seed), dataset.image_shape, objective))
   num_params = models.count_params(members.take(state.params, 0))

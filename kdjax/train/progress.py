@@ -74,6 +74,10 @@ class Progress:
                 'train_loss': float(metrics['loss'][:, m].mean()),
                 'train_accuracy': float(metrics['accuracy'][:, m].mean()),
                 'epoch_seconds': seconds}
+      # An objective's own terms (e.g. a method's unweighted loss) as `train_<term>`.
+      for term, values in metrics.items():
+        if term not in ('loss', 'accuracy'):
+          record[f'train_{term}'] = float(values[:, m].mean())
       for name, correct in evals.items():
         record[f'{name}_accuracy'] = float(correct[m].mean())
       member_history.append(record)

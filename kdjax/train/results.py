@@ -43,11 +43,21 @@ def run_facts(config, dataset, feed, *, num_params: int, teacher, timing: dict,
       'steps_per_epoch': feed.steps_per_epoch,
       'epochs': config.num_epochs,
       'objective': config.distill.objective,
+      'method': _method(config),
       **timing,
       'devices': devices,
       'teacher': None if teacher is None else teacher.summary(config.dataset),
       'final_checkpoint_epoch': config.num_epochs,
   }
+
+
+def _method(config) -> dict | None:
+  """The distillation method beside the objective, with its weight and options."""
+  if not config.method.name:
+    return None
+  from kdjax.methods import registry  # pylint: disable=import-outside-toplevel
+  return {'name': config.method.name, 'weight': registry.weight(config),
+          **registry.options(config)}
 
 
 def member_results(facts: dict, member_config, records: list[dict], final: dict, m: int,

@@ -123,26 +123,39 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     images = augment.augment(augment_rng, batch['images'], max_shift=max_shift, flip=flip)
     return augment.normalize(images, mean, std)
 
-  def teacher_logits_of(images, batch, teacher_variables):
-    logits = batch.get('teacher_logits')
-    if logits is None and teacher_model is not None:
-      logits = teacher_model.apply(teacher_variables, images, train=False)
-    return logits
+  taps = objective.taps_features
 
-  def update(state: TrainState, batch, images, teacher_logits, hparams):
+  def teacher_outputs_of(images, batch, teacher_variables):
+    """{'logits'} (cached or computed), with 'features' when the objective taps them."""
+    if 'teacher_logits' in batch:
+      return {'logits': batch['teacher_logits']}
+    if teacher_model is None:
+      return None
+    if taps:
+      logits, features = teacher_model.apply(teacher_variables, images, train=False,
+                                             return_features=True)
+      return {'logits': logits, 'features': features}
+    return {'logits': teacher_model.apply(teacher_variables, images, train=False)}
+
+  def update(state: TrainState, batch, images, teacher_outputs, hparams):
     _, dropout_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
     labels = batch['labels']
     teacher = None
-    if teacher_logits is not None:
-      teacher = {'logits': jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))}
+    if teacher_outputs is not None:
+      teacher = jax.tree.map(lambda x: jax.lax.stop_gradient(x.astype(jnp.float32)),
+                             teacher_outputs)
+    objective_hparams = dict(hparams, step=state.step)
 
     def loss_fn(trainable):
-      logits, new_model_state = model.apply(
+      outputs, new_model_state = model.apply(
           {'params': trainable['student'], **state.model_state}, images, train=True,
-          rngs={'dropout': dropout_rng}, mutable=list(state.model_state))
-      loss, terms = objective.loss({'logits': logits}, teacher, labels, hparams,
+          rngs={'dropout': dropout_rng}, mutable=list(state.model_state),
+          **({'return_features': True} if taps else {}))
+      student = ({'logits': outputs[0], 'features': outputs[1]} if taps
+                 else {'logits': outputs})
+      loss, terms = objective.loss(student, teacher, labels, objective_hparams,
                                    trainable['objective'])
-      return loss, (logits, new_model_state, terms)
+      return loss, (student['logits'], new_model_state, terms)
 
     trainable = _trainable(state.params, state.objective_params)
     (loss, (logits, new_model_state, terms)), grads = jax.value_and_grad(
@@ -172,10 +185,10 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
 
   def train_step(state: TrainState, batch, teacher_variables, hparams):
     images = inputs(state.rng, state.step, batch)
-    return update(state, batch, images, teacher_logits_of(images, batch, teacher_variables),
+    return update(state, batch, images, teacher_outputs_of(images, batch, teacher_variables),
                   hparams)
 
-  train_step.parts = StepParts(inputs=inputs, teacher_logits=teacher_logits_of, update=update,
+  train_step.parts = StepParts(inputs=inputs, teacher_outputs=teacher_outputs_of, update=update,
                                teacher_in_step=teacher_model is not None)
   return train_step
 
@@ -184,8 +197,8 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
 class StepParts:
   """A train step cut where members of a sweep may share work (see `vectorise`)."""
   inputs: Callable  # (rng, step, batch) -> images
-  teacher_logits: Callable  # (images, batch, teacher_variables) -> logits or None
-  update: Callable  # (state, batch, images, teacher_logits, hparams) -> (state, metrics)
+  teacher_outputs: Callable  # (images, batch, teacher_variables) -> {'logits', ...} or None
+  update: Callable  # (state, batch, images, teacher_outputs, hparams) -> (state, metrics)
   teacher_in_step: bool
 
 
@@ -215,11 +228,11 @@ def vectorise(train_step: Callable, *, member_orders: bool = False,
     # discards its update, so the group's step is the furthest one.
     images = jax.vmap(parts.inputs, in_axes=(0, None, 0 if member_orders else None))(
         take_leaders(state.rng), jnp.max(state.step), leader_batch)
-    teacher = jax.vmap(parts.teacher_logits, in_axes=(0, 0 if member_orders else None, None))(
+    teacher = jax.vmap(parts.teacher_outputs, in_axes=(0, 0 if member_orders else None, None))(
         images, leader_batch, teacher_variables)
     per_member = lambda x: jnp.take(x, member_group, axis=0)  # noqa: E731
     return jax.vmap(parts.update, in_axes=(0, 0 if member_orders else None, 0, 0, 0))(
-        state, batch, per_member(images), per_member(teacher), hparams)
+        state, batch, per_member(images), jax.tree.map(per_member, teacher), hparams)
 
   return step
 

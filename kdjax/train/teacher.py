@@ -89,6 +89,38 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f'the teacher in {workdir} trained on {teacher_dataset}, the student on '
         f'{config.dataset}; set teacher.allow_other_dataset=True for a deliberate transfer')
+  if config.method.name and student_shape is not None:
+    _check_method(config, teacher_config, student_info.num_classes, tuple(student_shape))
+
+
+def _check_method(config, teacher_config, num_classes: int, shape: tuple) -> None:
+  """Traces the method's loss on both networks' outputs abstractly: a pair it cannot
+  compare (an MLP for attention maps, unequal stage counts) is refused here."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from kdjax import methods  # pylint: disable=import-outside-toplevel
+  method = methods.get(config.method.name)
+  images = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
+
+  def outputs(model_config):
+    model = models.from_config(model_config, num_classes=num_classes)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(images.shape),
+                                                  train=False))
+    logits, features = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=False, return_features=True), variables, images)
+    return {'logits': logits, 'features': features}
+
+  student, teacher = outputs(config.model), outputs(teacher_config.model)
+  pick = (lambda o: o) if method.taps == 'logits' else (lambda o: o['features'])
+  try:
+    jax.eval_shape(lambda s, t: method.loss(s, t, jnp.zeros(2, jnp.int32),
+                                            methods.registry.options(config), 0.0),
+                   pick(student), pick(teacher))
+  except Exception as e:  # pylint: disable=broad-except  # shapes the method cannot pair
+    raise ConfigError(f'config.method.name={config.method.name!r} cannot pair student '
+                      f'{config.model.name} with teacher {teacher_config.model.name}: '
+                      f'{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}'
+                      ) from None
 
 
 @dataclasses.dataclass
@@ -126,15 +158,18 @@ def load(config, dataset) -> tuple:
 def attach(config, dataset, feed, mesh) -> Teacher | None:
   """Loads the teacher and caches its logits in `feed` where that is allowed and asked for.
 
-  'auto' caches when the student's inputs are not augmented and the feed
-  holds the data on the devices; otherwise the teacher runs in the step.
+  'auto' caches when the student's inputs are not augmented, the feed holds
+  the data on the devices and no method taps the teacher's features;
+  otherwise the teacher runs in the step.
   """
   if not config.teacher.workdir:
     return None
   model, variables, results, teacher_dataset = load(config, dataset)
   augmented = config.augment.max_shift > 0 or config.augment.flip
   cache = config.teacher.cache
-  cached = (not augmented and feed.mode == 'device') if cache == 'auto' else bool(cache)
+  from kdjax.methods import registry  # pylint: disable=import-outside-toplevel
+  cached = (not augmented and feed.mode == 'device' and not registry.needs_features(config)
+            ) if cache == 'auto' else bool(cache)
   variables = feed_lib.replicated(mesh, variables)
   if cached:
     predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,

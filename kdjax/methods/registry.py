@@ -1,0 +1,141 @@
+"""Methods by name: what each taps from the networks and how its loss is computed.
+
+`config.method.name` picks one; the train step adds `method.weight ×` its loss
+to the logit objective (cross-entropy, plus Hinton's KD when `distill.alpha`
+> 0), as RepDistiller combines `-r`, `-a` and `-b`. Taps, in the models'
+feature dicts (`return_features=True`):
+
+  stages      every stage's output ('stage1'…'stageK' of conv nets, 'hidden_i'
+              of MLPs), paired in order; the losses are summed over the pairs
+  last_stage  the last stage's output
+  embedding   the penultimate vector ('pooled' of ResNets, the last hidden
+              layer of MLPs and the small CNNs)
+  logits      the logits (and the labels)
+"""
+
+import dataclasses
+import re
+from typing import Callable
+
+import jax.numpy as jnp
+
+from kdjax.errors import ConfigError
+from kdjax.methods import features as features_lib
+from kdjax.methods import logits as logits_lib
+from kdjax.methods import relations
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A parameter-free method: its taps and `loss(student_taps, teacher_taps, labels, options, epoch)`."""
+  name: str
+  taps: str
+  loss: Callable
+  published_weight: float
+
+
+def stage_features(features: dict) -> list:
+  """The stage outputs of a feature dict, in order."""
+  def index(key, prefix):
+    return int(key[len(prefix):])
+  for prefix in ('stage', 'hidden_'):
+    keys = [k for k in features if re.fullmatch(rf'{prefix}\d+', k)]
+    if keys:
+      return [features[k] for k in sorted(keys, key=lambda k: index(k, prefix))]
+  return []
+
+
+def embedding(features: dict):
+  """The penultimate vector: 'pooled', else the last hidden layer, else the last stage flattened."""
+  if 'pooled' in features:
+    return features['pooled']
+  hidden = sorted((k for k in features if re.fullmatch(r'hidden_\d+', k)),
+                  key=lambda k: int(k.split('_')[1]))
+  if hidden:
+    return features[hidden[-1]]
+  last = stage_features(features)[-1]
+  return last.reshape(last.shape[0], -1)
+
+
+def _pairs(name, student, teacher):
+  s, t = stage_features(student), stage_features(teacher)
+  if not s or len(s) != len(t):
+    raise ConfigError(f'config.method.name={name!r} pairs the stages of student and teacher: '
+                      f'the student has {len(s)}, the teacher {len(t)}')
+  if name in ('at', 'nst') and any(x.ndim != 4 for x in s + t):
+    raise ConfigError(f'config.method.name={name!r} needs feature maps (conv nets); '
+                      'an MLP has none')
+  return zip(s, t)
+
+
+def _at(student, teacher, labels, options, epoch):
+  del labels, epoch
+  return sum(features_lib.at_loss(s, t, p=options['at_p'])
+             for s, t in _pairs('at', student, teacher))
+
+
+def _nst(student, teacher, labels, options, epoch):
+  del labels, options, epoch
+  return sum(features_lib.nst_loss(s, t) for s, t in _pairs('nst', student, teacher))
+
+
+def _sp(student, teacher, labels, options, epoch):
+  del labels, options, epoch
+  s, t = stage_features(student), stage_features(teacher)
+  if not s or not t:
+    raise ConfigError("config.method.name='sp' needs the networks' stage outputs")
+  return features_lib.sp_loss(s[-1], t[-1])
+
+
+def _pkt(student, teacher, labels, options, epoch):
+  del labels, epoch
+  return relations.pkt_loss(embedding(student), embedding(teacher), eps=options['pkt_eps'])
+
+
+def _rkd(student, teacher, labels, options, epoch):
+  del labels, epoch
+  return relations.rkd_loss(embedding(student), embedding(teacher),
+                            distance_weight=options['rkd_distance_weight'],
+                            angle_weight=options['rkd_angle_weight'])
+
+
+def _dkd(student, teacher, labels, options, epoch):
+  warmup = options['dkd_warmup_epochs']
+  factor = jnp.minimum(epoch / warmup, 1.0) if warmup > 0 else 1.0
+  return factor * logits_lib.dkd_loss(student['logits'], teacher['logits'], labels,
+                                      alpha=options['dkd_alpha'], beta=options['dkd_beta'],
+                                      temperature=options['dkd_temperature'])
+
+
+# Weights: RepDistiller's train_student.py `-b` (DKD: mdistiller, whose loss
+# carries its own alpha and beta).
+METHODS = {m.name: m for m in (
+    Method('at', 'stages', _at, 1000.0),
+    Method('nst', 'stages', _nst, 50.0),
+    Method('sp', 'last_stage', _sp, 3000.0),
+    Method('pkt', 'embedding', _pkt, 30000.0),
+    Method('rkd', 'embedding', _rkd, 1.0),
+    Method('dkd', 'logits', _dkd, 1.0),
+)}
+
+
+def get(name: str) -> Method:
+  if name not in METHODS:
+    raise ConfigError(f'config.method.name={name!r}: unknown; known: {", ".join(METHODS)} '
+                      "(or '' for none)")
+  return METHODS[name]
+
+
+def needs_features(config) -> bool:
+  """Whether the run's method taps features (so the teacher must run in the step)."""
+  return bool(config.method.name) and get(config.method.name).taps != 'logits'
+
+
+def options(config) -> dict:
+  """The method's options from `config.method`, as plain Python values."""
+  return {k: v for k, v in config.method.to_dict().items() if k not in ('name', 'weight')}
+
+
+def weight(config) -> float:
+  w = float(config.method.weight)
+  return get(config.method.name).published_weight if w < 0 else w
