@@ -454,3 +454,50 @@ def test_imagenet_stem_gives_torchvision_counts_and_a_7x7_map(name, expected):
 def test_unknown_stem_is_a_config_error():
   with pytest.raises(ConfigError, match="model.stem='vit'"):
     models.create('resnet18', num_classes=10, stem='vit')
+
+
+# The models of the distillation benchmark table on CIFAR-100, as RepDistiller
+# builds them (HobbitLong/RepDistiller, models/, counted with torch 2.14:
+# sum(p.numel() for p in model(num_classes=100).parameters())). Its CIFAR
+# ResNets project shortcuts with a 1x1 conv + BatchNorm (kdjax's shortcut 'B').
+REPDISTILLER_COUNTS = {
+    ('resnet8', 'B'): 83_892, ('resnet14', 'B'): 181_108, ('resnet20', 'B'): 278_324,
+    ('resnet32', 'B'): 472_756, ('resnet44', 'B'): 667_188, ('resnet56', 'B'): 861_620,
+    ('resnet110', 'B'): 1_736_564, ('resnet8x4', None): 1_233_540,
+    ('resnet32x4', None): 7_433_860, ('wrn_16_1', None): 180_916, ('wrn_16_2', None): 703_284,
+    ('wrn_40_1', None): 569_780, ('wrn_40_2', None): 2_255_156, ('vgg8', None): 3_965_028,
+    ('vgg11', None): 9_277_284, ('vgg13', None): 9_462_180, ('vgg16', None): 14_774_436,
+    ('vgg19', None): 20_086_692,
+}
+
+
+@pytest.mark.parametrize('name, shortcut', sorted(REPDISTILLER_COUNTS, key=str))
+def test_repdistiller_counts_on_cifar100(name, shortcut):
+  options = {} if shortcut is None else {'shortcut': shortcut}
+  model = models.create(name, num_classes=100, **options)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                jnp.zeros((1, 32, 32, 3)), train=False))
+  assert models.count_params(variables['params']) == REPDISTILLER_COUNTS[(name, shortcut)]
+
+
+def test_wrn_by_hand_and_its_features():
+  # WRN-16-2, 10 classes: stem 3*9*16; group 1 (16 -> 32, two blocks), 2 (32 -> 64),
+  # 3 (64 -> 128): a projecting block has BN(in), conv3x3 in*out, BN(out), conv3x3
+  # out*out and a 1x1 in*out; a plain block BN, conv, BN, conv; then BN(128) and the head.
+  def group(cin, cout):
+    return (2 * cin + 9 * cin * cout + 2 * cout + 9 * cout * cout + cin * cout
+            + 2 * cout + 9 * cout * cout + 2 * cout + 9 * cout * cout)
+  expected = 3 * 9 * 16 + group(16, 32) + group(32, 64) + group(64, 128) + 2 * 128 + 128 * 10 + 10
+  model = models.create('wrn_16_2', num_classes=10)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)), train=False)
+  assert models.count_params(variables['params']) == expected
+  logits, features = model.apply(variables, jnp.ones((2, 32, 32, 3)), train=False,
+                                 return_features=True)
+  shapes = {k: v.shape for k, v in features.items()}
+  assert shapes == {'stem': (2, 32, 32, 16), 'stage1': (2, 32, 32, 32),
+                    'stage2': (2, 16, 16, 64), 'stage3': (2, 8, 8, 128),
+                    'final': (2, 8, 8, 128), 'pooled': (2, 128), 'logits': (2, 10)}
+  assert float(features['final'].min()) >= 0 and float(features['stage3'].min()) < 0
+  np.testing.assert_array_equal(logits, features['logits'])
+  with pytest.raises(ConfigError, match='6n \\+ 4'):
+    models.create('wrn', num_classes=10, depth=20)

@@ -95,3 +95,4 @@ from kdjax.models import mlp  # noqa: E402,F401
 from kdjax.models import resnet  # noqa: E402,F401
 from kdjax.models import small_cnn  # noqa: E402,F401
 from kdjax.models import vgg  # noqa: E402,F401
+from kdjax.models import wrn  # noqa: E402,F401
