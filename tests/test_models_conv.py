@@ -467,7 +467,8 @@ REPDISTILLER_COUNTS = {
     ('resnet32x4', None): 7_433_860, ('wrn_16_1', None): 180_916, ('wrn_16_2', None): 703_284,
     ('wrn_40_1', None): 569_780, ('wrn_40_2', None): 2_255_156, ('vgg8', None): 3_965_028,
     ('vgg11', None): 9_277_284, ('vgg13', None): 9_462_180, ('vgg16', None): 14_774_436,
-    ('vgg19', None): 20_086_692,
+    ('vgg19', None): 20_086_692, ('mobilenetv2', None): 812_836,
+    ('shufflenetv1', None): 949_258, ('shufflenetv2', None): 1_355_528,
 }
 
 
@@ -501,3 +502,26 @@ def test_wrn_by_hand_and_its_features():
   np.testing.assert_array_equal(logits, features['logits'])
   with pytest.raises(ConfigError, match='6n \\+ 4'):
     models.create('wrn', num_classes=10, depth=20)
+
+
+def test_channel_shuffle_interleaves_the_groups():
+  from kdjax.models import shufflenet
+  x = jnp.arange(6.0).reshape(1, 1, 1, 6)  # groups of 3: (0 1 2) (3 4 5)
+  np.testing.assert_array_equal(shufflenet.channel_shuffle(x, 2).ravel(), [0, 3, 1, 4, 2, 5])
+
+
+@pytest.mark.parametrize('name, stages', [('mobilenetv2', {'stage1': (16, 16, 12),
+                                                           'stage4': (2, 2, 160)}),
+                                          ('shufflenetv1', {'stage1': (16, 16, 240),
+                                                            'stage3': (4, 4, 960)}),
+                                          ('shufflenetv2', {'stage1': (16, 16, 116),
+                                                            'stage3': (4, 4, 464)})])
+def test_benchmark_nets_give_their_stage_features(name, stages):
+  """The stage maps feature methods tap (RepDistiller's f1..f4 / f1..f3, NHWC)."""
+  model = models.create(name, num_classes=100)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)), train=False)
+  logits, features = model.apply(variables, jnp.ones((2, 32, 32, 3)), train=False,
+                                 return_features=True)
+  for key, shape in stages.items():
+    assert features[key].shape == (2, *shape)
+  assert logits.shape == (2, 100) and np.all(np.isfinite(logits))

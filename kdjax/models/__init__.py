@@ -96,3 +96,5 @@ from kdjax.models import resnet  # noqa: E402,F401
 from kdjax.models import small_cnn  # noqa: E402,F401
 from kdjax.models import vgg  # noqa: E402,F401
 from kdjax.models import wrn  # noqa: E402,F401
+from kdjax.models import mobilenet  # noqa: E402,F401
+from kdjax.models import shufflenet  # noqa: E402,F401
