@@ -29,6 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from kdjax import analysis, cli, report
+from kdjax import config as config_lib
 from kdjax.errors import ConfigError, KDError
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all stages and the report.')
@@ -59,7 +60,8 @@ QUICK_WIDTH = 16
 
 
 def base_config(recipe: str) -> ml_collections.ConfigDict:
-  """A run config for `recipe`: 'sgd' (configs/cifar_resnet.py) or 'adam' (seed 004)."""
+  """A run config for `recipe`: 'sgd' (configs/cifar_resnet.py), 'adam' (seed 004) or
+  'repdistiller' (the CIFAR-100 distillation benchmark's SGD step schedule)."""
   from configs import cifar_resnet
   c = cifar_resnet.get_config()
   if recipe == 'adam':  # seed 004: Adam 1e-3, constant, no weight decay
@@ -67,6 +69,12 @@ def base_config(recipe: str) -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 1e-3
     c.optimizer.weight_decay = 0.0
     c.schedule.name = 'constant'
+  elif recipe == 'repdistiller':  # CIFAR-100 benchmark: SGD 0.05, /10 at 150, 180, 210 of 240
+    c.optimizer.learning_rate = 0.05
+    c.optimizer.nesterov = False
+    c.schedule.name = 'step'
+    c.schedule.boundaries = (150, 180, 210)
+    c.schedule.step_factor = 0.1
   elif recipe != 'sgd':
     raise ValueError(recipe)
   return c
@@ -163,6 +171,8 @@ def shrunk_preset(preset: dict) -> dict:
       out[key] = tuple(out[key])[:2]
   if 'students' in out:
     out['students'] = tuple(out['students'])[:1]
+  if 'pairs' in out:  # the pairs a quick run keeps (default: the first)
+    out['pairs'] = tuple(out.get('quick_pairs', out['pairs'][:1]))
   if 'extra' in out:
     out['extra'] = shrunk_preset(out['extra'])
   if 'seeds' in out:
@@ -210,16 +220,20 @@ class Stages:
     return result
 
   def alone(self, name: str, model: str, *, seeds: int | None = None,
-            epochs: int | None = None, seed: int = 0) -> dict:
-    """`model` trained on the labels, once per seed (one vectorised program)."""
+            epochs: int | None = None, seed: int = 0, changes: dict | None = None) -> dict:
+    """`model` trained on the labels, once per seed (one vectorised program).
+
+    `changes` (config field -> value) are applied last.
+    """
     c = self.setup.config(model, epochs=epochs)
     _set_seed(c, seed)
     c.sweep.seed = _seed_axis(self.setup.seeds if seeds is None else seeds, seed)
-    return self.run(name, c)
+    return self.run(name, config_lib.override(c, changes or {}))
 
   def distill(self, name: str, model: str, teacher: str, *, temperatures: Sequence[float],
               alphas: Sequence[float], kinds: Sequence[str] = ('kl',),
-              seeds: int | None = None, epochs: int | None = None, seed: int = 0) -> dict:
+              seeds: int | None = None, epochs: int | None = None, seed: int = 0,
+              changes: dict | None = None) -> dict:
     """`model` taught by the run in `teacher` (a path), over T × alpha × kind × seed.
 
     With one seed, the run uses `seed` (e.g. the chain it belongs to) for its
@@ -235,7 +249,7 @@ class Stages:
     c.sweep.alpha = tuple(float(a) for a in alphas) if len(alphas) > 1 else ()
     c.sweep.kind = tuple(kinds) if len(kinds) > 1 else ()
     c.sweep.seed = _seed_axis(self.setup.seeds if seeds is None else seeds, seed)
-    return self.run(name, c)
+    return self.run(name, config_lib.override(c, changes or {}))
 
   def teacher_of(self, name: str) -> str:
     """A finished stage as a teacher: the run itself, or its first member."""
@@ -269,7 +283,7 @@ group = report.group
 
 # The settings a report row states; all runs of a row must share them.
 ROW_SETTINGS = ('dataset', 'model', 'model_options', 'temperature', 'alpha', 'kind',
-                'omit_classes', 'teacher_model', 'teacher_dataset', 'validation')
+                'method', 'omit_classes', 'teacher_model', 'teacher_dataset', 'validation')
 
 
 def run_settings(workdir: str) -> dict:
@@ -309,6 +323,7 @@ def run_settings(workdir: str) -> dict:
       'temperature': results.get('temperature') if distilled else None,
       'alpha': results.get('alpha') if distilled else None,
       'kind': results.get('kind') if distilled else None,
+      'method': (results.get('method') or {}).get('name'),
       'seed': results.get('seed', config.get('seed')),
       'data_seed': results.get('data_seed', config.get('data_seed')),
       'omit_classes': list(results.get('omit_classes', config.get('omit_classes', ()))),

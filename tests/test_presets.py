@@ -18,6 +18,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from absl import flags
@@ -26,7 +27,8 @@ from experiments import common
 from kdjax import models
 from kdjax.models import resnet, vgg
 
-LAUNCHERS = ('cifar_kd', 'reversed_kd', 'self_kd', 'heterogeneous_kd', 'soft_loss_study')
+LAUNCHERS = ('cifar_kd', 'reversed_kd', 'self_kd', 'heterogeneous_kd', 'soft_loss_study',
+             'method_zoo')
 
 
 def presets(launchers) -> list[tuple[str, str]]:
@@ -34,9 +36,10 @@ def presets(launchers) -> list[tuple[str, str]]:
           for name in importlib.import_module(f'experiments.{launcher}').PRESETS]
 
 
-# cifar_kd's presets run from tests/test_presets_cifar_kd.py, so that the two
-# files share the test workers.
-PRESETS = presets(LAUNCHERS[1:])
+# cifar_kd's and method_zoo's presets run from their own files
+# (tests/test_presets_cifar_kd.py, tests/test_presets_method_zoo.py), so that
+# the files share the test workers.
+PRESETS = presets(LAUNCHERS[1:-1])
 MOCK_EXAMPLES = 64
 
 
@@ -90,6 +93,9 @@ def _label_claims(label: str) -> dict:
   found = re.search(r'\bkind=(\w+)', label)
   if found:
     claims['kind'] = found.group(1)
+  found = re.search(r'\bmethod=(\w+)', label)
+  if found:
+    claims['method'] = found.group(1)
   if 'soft only' in label:
     claims['alpha'] = 1.0
   omitted = re.search(r'\bno (\d)s\b', label)
@@ -115,7 +121,7 @@ def check_report_rows(report: dict) -> int:
           'model': results['model'], 'hidden': config['model'].get('hidden'),
           'teacher_model': (results['teacher'] or {}).get('model'),
           'temperature': results['temperature'], 'alpha': results['alpha'],
-          'kind': results['kind'],
+          'kind': results['kind'], 'method': (results.get('method') or {}).get('name'),
           'omit_classes': list(results.get('omit_classes', config['omit_classes']))}
       for key, claimed in claims.items():
         if key == 'hidden' and trained['hidden'] is None:
@@ -201,7 +207,27 @@ def _check_self_kd(data, workdir, preset):
   assert len(seeds) == len(gen0) * preset['generations']
 
 
-EXTRA_CHECKS = {'cifar_kd': _check_cifar_kd, 'reversed_kd': _check_reversed_kd,
+def _check_method_zoo(data, workdir, preset):
+  """Every method of every kept pair ran, each stage with the method its label names."""
+  from experiments import method_zoo
+  pairs = [tuple(p) for p in data['pairs']]
+  assert pairs == list(preset['pairs'])
+  for teacher, student in pairs:
+    for method in method_zoo.METHODS:
+      stage = os.path.join(workdir, f'{student}_from_{teacher}_{method}')
+      with open(os.path.join(stage, 'results.json')) as f:
+        results = json.load(f)
+      runs = common.members(results)
+      first = json.load(open(os.path.join(runs[0].get('workdir') or stage, 'results.json')))
+      assert (first.get('method') or {}).get('name') == (None if method == 'kd' else method)
+      assert first['alpha'] == (0.9 if method == 'kd' else 0.0)
+      if method != 'kd':  # the method's unweighted term, finite at every epoch
+        assert all(np.isfinite(h['train_method']) for h in first['history'])
+  labels = [r['label'] for r in data['rows']]
+  assert sum('method=' in label for label in labels) == 6 * len(pairs)
+
+
+EXTRA_CHECKS = {'method_zoo': _check_method_zoo, 'cifar_kd': _check_cifar_kd, 'reversed_kd': _check_reversed_kd,
                 'heterogeneous_kd': _check_heterogeneous_kd,
                 'soft_loss_study': _check_soft_loss_study, 'self_kd': _check_self_kd}
 

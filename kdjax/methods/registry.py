@@ -5,8 +5,8 @@ to the logit objective (cross-entropy, plus Hinton's KD when `distill.alpha`
 > 0), as RepDistiller combines `-r`, `-a` and `-b`. Taps, in the models'
 feature dicts (`return_features=True`):
 
-  stages      every stage's output ('stage1'…'stageK' of conv nets, 'hidden_i'
-              of MLPs), paired in order; the losses are summed over the pairs
+  stages      the intermediate maps (`stage_features`), paired in order up to
+              the shorter list; the losses are summed over the pairs
   last_stage  the last stage's output
   embedding   the penultimate vector ('pooled' of ResNets, the last hidden
               layer of MLPs and the small CNNs)
@@ -35,14 +35,19 @@ class Method:
 
 
 def stage_features(features: dict) -> list:
-  """The stage outputs of a feature dict, in order."""
-  def index(key, prefix):
-    return int(key[len(prefix):])
-  for prefix in ('stage', 'hidden_'):
+  """The intermediate maps a method pairs, in order (the references' feat[1:-1]).
+
+  Networks with a stem ('stem': ResNets, WRNs, MobileNetV2, ShuffleNets) give
+  every stage; networks without one (VGGs, the small CNNs) every stage after
+  the first, which plays the stem's part; MLPs their hidden layers.
+  """
+  def numbered(prefix):
     keys = [k for k in features if re.fullmatch(rf'{prefix}\d+', k)]
-    if keys:
-      return [features[k] for k in sorted(keys, key=lambda k: index(k, prefix))]
-  return []
+    return [features[k] for k in sorted(keys, key=lambda k: int(k[len(prefix):]))]
+  stages = numbered('stage')
+  if not stages:
+    return numbered('hidden_')
+  return stages if 'stem' in features else stages[1:]
 
 
 def embedding(features: dict):
@@ -58,9 +63,11 @@ def embedding(features: dict):
 
 
 def _pairs(name, student, teacher):
+  """Student and teacher maps in order, as many pairs as the shorter list (zip, as the
+  references pair them)."""
   s, t = stage_features(student), stage_features(teacher)
-  if not s or len(s) != len(t):
-    raise ConfigError(f'config.method.name={name!r} pairs the stages of student and teacher: '
+  if not s or not t:
+    raise ConfigError(f'config.method.name={name!r} pairs the networks\' stage outputs; '
                       f'the student has {len(s)}, the teacher {len(t)}')
   if name in ('at', 'nst') and any(x.ndim != 4 for x in s + t):
     raise ConfigError(f'config.method.name={name!r} needs feature maps (conv nets); '
