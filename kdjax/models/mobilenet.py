@@ -14,26 +14,16 @@ groups 2, 3, 5 and 7: linear projections, i.e. pre-activations), 'final' (the
 1280-channel map), 'pooled' and 'logits'.
 """
 
-import functools
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
 from kdjax.models import compute_dtype, register
-
-_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
-_CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+from kdjax.models.layers import batch_norm, conv as _conv, pooled_head
 # (expansion, channels, blocks, stride) of the seven groups; t is the model's.
 _GROUPS = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2),
            (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1))
 _FEATURE_GROUPS = {1: 'stage1', 2: 'stage2', 4: 'stage3', 6: 'stage4'}  # 0-based groups
-
-
-def _conv(features, kernel, stride, dtype, name, groups=1):
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False,
-                 feature_group_count=groups, kernel_init=_CONV_INIT, dtype=dtype, name=name)
 
 
 class InvertedResidual(nn.Module):
@@ -44,8 +34,7 @@ class InvertedResidual(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, dtype=self.dtype,
-                             **_BATCH_NORM)
+    norm = batch_norm(train, self.dtype)
     hidden = x.shape[-1] * self.expansion
     y = nn.relu(norm(name='expand_bn')(_conv(hidden, 1, 1, self.dtype, 'expand')(x)))
     y = nn.relu(norm(name='depthwise_bn')(
@@ -62,8 +51,7 @@ class MobileNetV2(nn.Module):
 
   @nn.compact
   def __call__(self, images, *, train: bool, return_features: bool = False):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, dtype=self.dtype,
-                             **_BATCH_NORM)
+    norm = batch_norm(train, self.dtype)
     features = {}
     x = _conv(int(32 * self.width), 3, 2, self.dtype, 'stem_conv')(images.astype(self.dtype))
     x = nn.relu(norm(name='stem_bn')(x))
@@ -78,11 +66,7 @@ class MobileNetV2(nn.Module):
     last = int(1280 * self.width) if self.width > 1.0 else 1280
     x = nn.relu(norm(name='final_bn')(_conv(last, 1, 1, self.dtype, 'final_conv')(x)))
     features['final'] = x
-    x = jnp.mean(x, axis=(1, 2))
-    features['pooled'] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(jnp.float32)
-    features['logits'] = logits
-    return (logits, features) if return_features else logits
+    return pooled_head(x, features, self.num_classes, self.dtype, return_features)
 
 
 @register('mobilenetv2')

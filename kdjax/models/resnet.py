@@ -61,17 +61,9 @@ import jax.numpy as jnp
 from kdjax.errors import ConfigError
 from kdjax.models import compute_dtype, register
 
-# PyTorch's default momentum 0.1 weights the new batch; Flax's weights the old
-# running value, hence 0.9.
-_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
-# He initialisation over fan-out, as torchvision and the CIFAR references use.
-_CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _conv(features, kernel, stride, dtype, name):
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False,
-                 kernel_init=_CONV_INIT, dtype=dtype, name=name)
+from kdjax.models.layers import BATCH_NORM as _BATCH_NORM
+from kdjax.models.layers import conv as _conv
+from kdjax.models.layers import pooled_head
 
 
 class _Shortcut(nn.Module):
@@ -188,12 +180,7 @@ class ResNet(nn.Module):
         x = block_cls(width, stride, self.shortcut, self.dtype,
                       name=f'stage{stage}_block{index}')(x, train=train)
       features[f'stage{stage}'] = x
-    x = jnp.mean(x, axis=(1, 2))
-    features['pooled'] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x)
-    logits = logits.astype(jnp.float32)
-    features['logits'] = logits
-    return (logits, features) if return_features else logits
+    return pooled_head(x, features, self.num_classes, self.dtype, return_features)
 
 
 @register('cifar_resnet')

@@ -17,21 +17,11 @@ last block output; 'stage{k}_preact' the same before its last ReLU), 'pooled'
 and 'logits'.
 """
 
-import functools
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.models import compute_dtype, register
-
-_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
-_CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _conv(features, kernel, stride, dtype, name, groups=1):
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False,
-                 feature_group_count=groups, kernel_init=_CONV_INIT, dtype=dtype, name=name)
+from kdjax.models.layers import batch_norm as _norm, conv as _conv, pooled_head
 
 
 def channel_shuffle(x, groups: int):
@@ -39,11 +29,6 @@ def channel_shuffle(x, groups: int):
   *lead, channels = x.shape
   x = x.reshape(*lead, groups, channels // groups)
   return jnp.swapaxes(x, -1, -2).reshape(*lead, channels)
-
-
-def _norm(train, dtype):
-  return functools.partial(nn.BatchNorm, use_running_average=not train, dtype=dtype,
-                           **_BATCH_NORM)
 
 
 class V1Block(nn.Module):
@@ -134,11 +119,7 @@ class ShuffleNet(nn.Module):
     if self.final_width:
       x = nn.relu(norm(name='final_bn')(_conv(self.final_width, 1, 1, self.dtype,
                                                'final_conv')(x)))
-    x = jnp.mean(x, axis=(1, 2))
-    features['pooled'] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(jnp.float32)
-    features['logits'] = logits
-    return (logits, features) if return_features else logits
+    return pooled_head(x, features, self.num_classes, self.dtype, return_features)
 
 
 @register('shufflenetv1')

@@ -14,22 +14,12 @@ output: pre-activations, as the references hand them to feature losses),
 'final' (after the last BatchNorm + ReLU), 'pooled' (B, C) and 'logits'.
 """
 
-import functools
-
 import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
 from kdjax.models import compute_dtype, register
-
-_BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)  # PyTorch's 0.1 update = Flax's 0.9 decay
-_CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _conv(features, kernel, stride, dtype, name):
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False,
-                 kernel_init=_CONV_INIT, dtype=dtype, name=name)
+from kdjax.models.layers import batch_norm, conv as _conv, pooled_head
 
 
 class WideBlock(nn.Module):
@@ -41,8 +31,7 @@ class WideBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, dtype=self.dtype,
-                             **_BATCH_NORM)
+    norm = batch_norm(train, self.dtype)
     activated = nn.relu(norm(name='bn1')(x))
     project = self.stride != 1 or x.shape[-1] != self.features
     y = _conv(self.features, 3, self.stride, self.dtype, 'conv1')(activated)
@@ -73,14 +62,9 @@ class WideResNet(nn.Module):
         x = WideBlock(width, stride, self.dropout, self.dtype,
                       name=f'stage{stage}_block{index}')(x, train=train)
       features[f'stage{stage}'] = x
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, dtype=self.dtype, name='final_bn',
-                             **_BATCH_NORM)(x))
+    x = nn.relu(batch_norm(train, self.dtype)(name='final_bn')(x))
     features['final'] = x
-    x = jnp.mean(x, axis=(1, 2))
-    features['pooled'] = x
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x).astype(jnp.float32)
-    features['logits'] = logits
-    return (logits, features) if return_features else logits
+    return pooled_head(x, features, self.num_classes, self.dtype, return_features)
 
 
 @register('wrn')
