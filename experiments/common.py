@@ -175,8 +175,8 @@ def shrunk_preset(preset: dict) -> dict:
     out['pairs'] = tuple(out.get('quick_pairs', out['pairs'][:1]))
   if 'extra' in out:
     out['extra'] = shrunk_preset(out['extra'])
-  if 'seeds' in out:
-    out['seeds'] = min(out['seeds'], 2)
+  if 'seeds' in out:  # a preset may keep fewer (a long list of stages)
+    out['seeds'] = min(out['seeds'], out.get('quick_seeds', 2))
   if 'generations' in out:
     out['generations'] = min(out['generations'], 2)
   return out

@@ -75,7 +75,8 @@ PRESETS = {
                          # --quick: one pair (the VGGs, which tests narrow)
                          quick_pairs=(('vgg13', 'vgg8'),)),
     'cpu': dict(recipe='adam', dataset='fashion_mnist', epochs=6, seeds=3,
-                train_examples=10000, pairs=(('lightnn', 'simplenn'),)),
+                train_examples=10000, pairs=(('lightnn', 'simplenn'),),
+                quick_seeds=1),  # --quick: nine stages of one run each
 }
 
 
