@@ -103,8 +103,9 @@ def _whole_commands(quick: bool) -> list[dict]:
                '--config.num_epochs=3', *size]
     grid = [*distill, '--config.model.hidden=(30,30)', '--config.sweep.temperature=(1.,5.,10.)',
             '--config.sweep.alpha=(0.1,0.5,0.9)']
-    for name, args in (('800-800 distillation, 3 epochs', distill),
-                       ('3x3 grid of 30-30 students, 3 epochs', grid)):
+    commands = (('800-800 distillation, 3 epochs', distill),
+                ('3x3 grid of 30-30 students, 3 epochs', grid))
+    for name, args in commands[:1] if quick else commands:  # --quick: a smoke test
       cache = os.path.join(root, f'cache-{len(rows)}')
       for state in ('cold', 'warm'):
         timing = _timed_command(args, os.path.join(root, f'run-{len(rows)}'), cache)

@@ -519,9 +519,11 @@ def test_channel_shuffle_interleaves_the_groups():
 def test_benchmark_nets_give_their_stage_features(name, stages):
   """The stage maps feature methods tap (RepDistiller's f1..f4 / f1..f3, NHWC)."""
   model = models.create(name, num_classes=100)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)), train=False)
-  logits, features = model.apply(variables, jnp.ones((2, 32, 32, 3)), train=False,
-                                 return_features=True)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                jnp.zeros((2, 32, 32, 3)), train=False))
+  logits, features = jax.eval_shape(
+      lambda v: model.apply(v, jnp.ones((2, 32, 32, 3)), train=False, return_features=True),
+      variables)
   for key, shape in stages.items():
     assert features[key].shape == (2, *shape)
-  assert logits.shape == (2, 100) and np.all(np.isfinite(logits))
+  assert logits.shape == (2, 100)
