@@ -93,7 +93,11 @@ def test_a_run_reuses_compiled_programs_and_never_imports_tensorflow(mnist_data_
   assert any(name.startswith('jit_epoch') for name in programs)
   second = _main(str(tmp_path / 'b'), cache)
   assert 'TF_LOADED False' in second.stdout  # data from the cache, TF-free summaries
-  assert sorted(os.listdir(os.path.join(cache, 'xla'))) == programs  # nothing compiled anew
+  # The epoch program came from the cache (smaller programs are written only when
+  # they happened to compile slower than the cache's threshold, so they may differ).
+  after = sorted(os.listdir(os.path.join(cache, 'xla')))
+  epochs = lambda names: [n for n in names if n.startswith('jit_epoch')]  # noqa: E731
+  assert set(programs) <= set(after) and epochs(after) == epochs(programs)
   results = [json.load(open(tmp_path / run / 'results.json')) for run in ('a', 'b')]
   assert results[0]['test_accuracy'] == results[1]['test_accuracy']
   assert 'TF_LOADED' in first.stdout
