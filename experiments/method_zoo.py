@@ -80,11 +80,15 @@ PRESETS = {
 }
 
 
+def _recipe_changes(model: str, preset: dict) -> dict:
+  """The preset's own learning rate for `model` (0.01 for the mobile nets), if any."""
+  return ({'optimizer.learning_rate': 0.01}
+          if model in preset.get('low_lr_students', ()) else {})
+
+
 def _method_changes(method: str, student: str, preset: dict) -> tuple[dict, tuple, tuple]:
   """(config changes, temperatures, alphas) of one method's stage."""
-  changes = {}
-  if student in preset.get('low_lr_students', ()):
-    changes['optimizer.learning_rate'] = 0.01
+  changes = _recipe_changes(student, preset)
   if method == 'kd':
     return changes, (4.0,), (0.9,)
   changes['method.name'] = method
@@ -112,16 +116,14 @@ def body(stages: common.Stages, preset: dict) -> str:
   pairs = preset['pairs']
   teachers, alone, taught, report_rows = {}, {}, {}, []
   for teacher, student in pairs:
-    low = ({'optimizer.learning_rate': 0.01}
-           if teacher in preset.get('low_lr_students', ()) else {})
     if teacher not in teachers:
-      teachers[teacher] = stages.alone(f'teacher_{teacher}', teacher, seeds=1, changes=low)
+      teachers[teacher] = stages.alone(f'teacher_{teacher}', teacher, seeds=1,
+                                       changes=_recipe_changes(teacher, preset))
       report_rows.append(common.row(f'teacher {teacher}', common.members(teachers[teacher]),
                                     stage=f'teacher_{teacher}'))
     if student not in alone:
-      student_low = ({'optimizer.learning_rate': 0.01}
-                     if student in preset.get('low_lr_students', ()) else {})
-      alone[student] = stages.alone(f'{student}_alone', student, changes=student_low)
+      alone[student] = stages.alone(f'{student}_alone', student,
+                                    changes=_recipe_changes(student, preset))
       report_rows.append(common.row(f'{student} alone', common.members(alone[student]),
                                     stage=f'{student}_alone'))
     for method in METHODS:

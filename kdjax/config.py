@@ -298,14 +298,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if value not in losses.SOFT_LOSS_KINDS:
       _fail('sweep.kind', tuple(c.sweep.kind),
             f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
-  if c.method.name:
-    from kdjax import methods
-    methods.get(c.method.name)
-    if not c.teacher.workdir:
-      _fail('method.name', c.method.name, 'a distillation method needs config.teacher.workdir')
-    if c.teacher.cache is True and methods.registry.needs_features(c):
-      _fail('teacher.cache', True, f'method {c.method.name!r} taps the teacher\'s features, '
-            "which are not cached; use teacher.cache='auto'")
+  from kdjax.methods import registry as method_registry
+  method_registry.check_config(c)
   if c.summary_writer not in SUMMARY_WRITERS:
     _fail('summary_writer', c.summary_writer, f'unknown; known: {", ".join(SUMMARY_WRITERS)}')
   if c.sweep.mode not in ('auto', 'vmap', 'loop'):

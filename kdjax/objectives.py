@@ -94,19 +94,17 @@ def with_method(base: Objective, config, steps_per_epoch: int) -> Objective:
   method = methods.get(config.method.name)
   options = methods.registry.options(config)
   weight = methods.registry.weight(config)
-  taps = method.taps != 'logits'
 
   def loss(student, teacher, labels, hparams, own_params):
     value, metrics = base.loss(student, teacher, labels, hparams, own_params)
     if teacher is None:  # evaluation-style calls without a teacher
       return value, metrics
     epoch = hparams.get('step', 0) / steps_per_epoch
-    pick = (lambda o: o['features']) if taps else (lambda o: o)
-    term = method.loss(pick(student), pick(teacher), labels, options, epoch)
+    term = method.between(student, teacher, labels, options, epoch)
     return value + weight * term, dict(metrics, method=term)
 
   return Objective(name=f'{base.name}+{method.name}', loss=loss, init=base.init,
-                   taps_features=taps or base.taps_features)
+                   taps_features=method.taps_features or base.taps_features)
 
 
 def logit_kd(kind: str | None = 'kl') -> Objective:

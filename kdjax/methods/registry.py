@@ -33,6 +33,15 @@ class Method:
   loss: Callable
   published_weight: float
 
+  @property
+  def taps_features(self) -> bool:
+    return self.taps != 'logits'
+
+  def between(self, student: dict, teacher: dict, labels, options: dict, epoch):
+    """The loss between two networks' outputs ({'logits', 'features'} dicts)."""
+    pick = (lambda o: o['features']) if self.taps_features else (lambda o: o)
+    return self.loss(pick(student), pick(teacher), labels, options, epoch)
+
 
 def stage_features(features: dict) -> list:
   """The intermediate maps a method pairs, in order (the references' feat[1:-1]).
@@ -135,7 +144,20 @@ def get(name: str) -> Method:
 
 def needs_features(config) -> bool:
   """Whether the run's method taps features (so the teacher must run in the step)."""
-  return bool(config.method.name) and get(config.method.name).taps != 'logits'
+  return bool(config.method.name) and get(config.method.name).taps_features
+
+
+def check_config(config) -> None:
+  """Raises ConfigError for a `config.method` that cannot run (called by config.validate)."""
+  if not config.method.name:
+    return
+  get(config.method.name)
+  if not config.teacher.workdir:
+    raise ConfigError(f'config.method.name={config.method.name!r}: a distillation method '
+                      'needs config.teacher.workdir')
+  if config.teacher.cache is True and needs_features(config):
+    raise ConfigError(f"config.teacher.cache=True: method {config.method.name!r} taps the "
+                      "teacher's features, which are not cached; use teacher.cache='auto'")
 
 
 def options(config) -> dict:

@@ -10,6 +10,7 @@ stack of students.
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax
@@ -119,26 +120,16 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   # the same inputs can share the teacher's forward pass (`vectorise`).
   def inputs(rng, step, batch):
     """The augmented, normalised images of this step (a function of rng, step, batch)."""
-    augment_rng, _ = jax.random.split(jax.random.fold_in(rng, step))
+    augment_rng, _ = _step_keys(rng, step)
     images = augment.augment(augment_rng, batch['images'], max_shift=max_shift, flip=flip)
     return augment.normalize(images, mean, std)
 
   taps = objective.taps_features
 
-  def teacher_outputs_of(images, batch, teacher_variables):
-    """{'logits'} (cached or computed), with 'features' when the objective taps them."""
-    if 'teacher_logits' in batch:
-      return {'logits': batch['teacher_logits']}
-    if teacher_model is None:
-      return None
-    if taps:
-      logits, features = teacher_model.apply(teacher_variables, images, train=False,
-                                             return_features=True)
-      return {'logits': logits, 'features': features}
-    return {'logits': teacher_model.apply(teacher_variables, images, train=False)}
+  teacher_outputs_of = functools.partial(_teacher_outputs, teacher_model, taps)
 
   def update(state: TrainState, batch, images, teacher_outputs, hparams):
-    _, dropout_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    _, dropout_rng = _step_keys(state.rng, state.step)
     labels = batch['labels']
     teacher = None
     if teacher_outputs is not None:
@@ -160,10 +151,8 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     trainable = _trainable(state.params, state.objective_params)
     (loss, (logits, new_model_state, terms)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(trainable)
-    updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    if 'lr_scale' in hparams:
-      updates = jax.tree.map(lambda u: u * hparams['lr_scale'], updates)
-    trainable = optax.apply_updates(trainable, updates)
+    trainable, opt_state = _apply_gradients(tx, trainable, grads, state.opt_state,
+                                            hparams.get('lr_scale'))
     params = trainable['student']
     if max_norm > 0:
       params = optim.max_norm(params, max_norm)
@@ -176,11 +165,7 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                               model_state=dict(new_model_state), opt_state=opt_state,
                               objective_params=trainable['objective'])
     if freeze_on_divergence:
-      healthy = state.diverged_step == 0
-      keep = healthy & jnp.isfinite(loss)
-      new_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_state, state)
-      new_state = new_state.replace(diverged_step=jnp.where(
-          healthy & ~jnp.isfinite(loss), state.step + 1, state.diverged_step))
+      new_state = _frozen_if_diverged(new_state, state, loss)
     return new_state, metrics
 
   def train_step(state: TrainState, batch, teacher_variables, hparams):
@@ -191,6 +176,44 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   train_step.parts = StepParts(inputs=inputs, teacher_outputs=teacher_outputs_of, update=update,
                                teacher_in_step=teacher_model is not None)
   return train_step
+
+
+def _teacher_outputs(teacher_model, taps: bool, images, batch, teacher_variables):
+  """{'logits'} (cached or computed in eval mode), with 'features' when `taps`; None
+  without a teacher."""
+  if 'teacher_logits' in batch:
+    return {'logits': batch['teacher_logits']}
+  if teacher_model is None:
+    return None
+  if taps:
+    logits, features = teacher_model.apply(teacher_variables, images, train=False,
+                                           return_features=True)
+    return {'logits': logits, 'features': features}
+  return {'logits': teacher_model.apply(teacher_variables, images, train=False)}
+
+
+def _apply_gradients(tx, trainable, grads, opt_state, lr_scale):
+  """One optimizer update; with `lr_scale`, the update scaled by it (every optimizer here
+  is linear in its learning rate). Returns (trainable, opt_state)."""
+  updates, opt_state = tx.update(grads, opt_state, trainable)
+  if lr_scale is not None:
+    updates = jax.tree.map(lambda u: u * lr_scale, updates)
+  return optax.apply_updates(trainable, updates), opt_state
+
+
+def _step_keys(rng, step):
+  """(augmentation, dropout) keys of one step: the state's key folded with the step."""
+  return jax.random.split(jax.random.fold_in(rng, step))
+
+
+def _frozen_if_diverged(new_state: TrainState, state: TrainState, loss) -> TrainState:
+  """`new_state`, or `state` unchanged from the first step whose loss is not finite on
+  (that step recorded in `diverged_step`)."""
+  healthy = state.diverged_step == 0
+  keep = healthy & jnp.isfinite(loss)
+  new_state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_state, state)
+  return new_state.replace(diverged_step=jnp.where(healthy & ~jnp.isfinite(loss),
+                                                   state.step + 1, state.diverged_step))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,11 +111,10 @@ def _check_method(config, teacher_config, num_classes: int, shape: tuple) -> Non
     return {'logits': logits, 'features': features}
 
   student, teacher = outputs(config.model), outputs(teacher_config.model)
-  pick = (lambda o: o) if method.taps == 'logits' else (lambda o: o['features'])
   try:
-    jax.eval_shape(lambda s, t: method.loss(s, t, jnp.zeros(2, jnp.int32),
-                                            methods.registry.options(config), 0.0),
-                   pick(student), pick(teacher))
+    jax.eval_shape(lambda s, t: method.between(s, t, jnp.zeros(2, jnp.int32),
+                                               methods.registry.options(config), 0.0),
+                   student, teacher)
   except Exception as e:  # pylint: disable=broad-except  # shapes the method cannot pair
     raise ConfigError(f'config.method.name={config.method.name!r} cannot pair student '
                       f'{config.model.name} with teacher {teacher_config.model.name}: '
