@@ -138,14 +138,27 @@ def _inception_crop(image: tf.Tensor, size: int, seed) -> tf.Tensor:
 
 
 def _central_crop(image: tf.Tensor, size: int) -> tf.Tensor:
-  height, width = tf.shape(image)[0], tf.shape(image)[1]
-  short = tf.cast(tf.minimum(height, width), tf.float32)
-  scale = (size / _EVAL_CROP_FRACTION) / short
-  new_hw = (tf.maximum(size, tf.cast(tf.round(tf.cast(height, tf.float32) * scale), tf.int32)),
-            tf.maximum(size, tf.cast(tf.round(tf.cast(width, tf.float32) * scale), tf.int32)))
-  image = _resize(image, new_hw)
-  top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+  """torchvision's evaluation crop: `Resize(round(size / 0.875))`, then `CenterCrop(size)`.
+
+  The shorter side becomes round(size / 0.875) (256 for 224), the longer
+  side int(that × long / short); the crop's offsets are round((side − size)
+  / 2) with halves to even: the same arithmetic as torchvision, so a
+  teacher imported from torchvision sees the pixels it was evaluated on.
+  """
+  shape = tf.cast(tf.shape(image)[:2], tf.float64)
+  target = float(round(size / _EVAL_CROP_FRACTION))
+  short, long = tf.reduce_min(shape), tf.reduce_max(shape)
+  new_long = tf.floor(target * long / short)
+  new_hw = tf.where(shape[0] <= shape[1], tf.stack([target, new_long]),
+                    tf.stack([new_long, target]))
+  image = _resize(image, tf.cast(new_hw, tf.int32))
+  top, left = tf.unstack(tf.cast(tf.round((new_hw - size) / 2), tf.int32))
   return image[top:top + size, left:left + size]
+
+
+def eval_transform(image, size: int):
+  """An image (uint8 HWC) as the evaluation pipeline of datasets whose sizes vary feeds it."""
+  return _central_crop(tf.convert_to_tensor(image), size).numpy()
 
 
 def _resize(image: tf.Tensor, size) -> tf.Tensor:

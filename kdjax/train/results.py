@@ -20,6 +20,21 @@ from kdjax.train import sweep as sweep_lib
 from kdjax.train import workdir as workdir_lib
 
 
+# Datasets with more classes than this also report top-5 accuracy.
+TOP5_MIN_CLASSES = 10
+
+
+def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+  """The fraction of examples whose label is among the `k` largest logits.
+
+  Ties are counted against the example: the label must beat all but k − 1
+  other classes strictly (so all-equal logits score 0, not 1).
+  """
+  logits = np.asarray(logits, np.float32)
+  label_logit = np.take_along_axis(logits, np.asarray(labels)[:, None], axis=-1)
+  return float(np.mean(np.sum(logits >= label_logit, axis=-1) <= k))
+
+
 def run_facts(config, dataset, feed, *, num_params: int, teacher, timing: dict,
               devices: int) -> dict:
   """The fields every member of a run shares (data, model, input, time, teacher)."""
@@ -90,6 +105,9 @@ def member_results(facts: dict, member_config, records: list[dict], final: dict,
   })
   if 'validation' in final:
     out['validation_accuracy'] = float(final['validation'][1][m].mean())
+  if num_classes > TOP5_MIN_CLASSES:
+    for split, (logits, _) in final.items():
+      out[f'{split}_top5_accuracy'] = top_k_accuracy(logits[m], labels[split], 5)
   out.update(progress_lib.selection_fields(records))
   out['config'] = config_lib.to_json_dict(member_config)
   out['history'] = records

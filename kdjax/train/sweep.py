@@ -146,6 +146,8 @@ def member_row(results: dict, member: dict, member_dir: str) -> dict:
       'test_errors', 'per_class_errors', 'validation_accuracy', 'best_validation_epoch',
       'best_validation_accuracy', 'test_accuracy_at_best_validation', 'diverged',
       'diverged_at_step')}
+  row.update({k: results[k] for k in ('test_top5_accuracy', 'validation_top5_accuracy')
+              if k in results})
   row.update(label=member['label'], workdir=member_dir)
   return row
 
@@ -171,7 +173,10 @@ def summary(rows: list[dict]) -> dict:
     healthy = [r for r in members if not r.get('diverged')]
     entry = {'settings': dict(zip(SETTINGS, key)), 'seeds': [r['seed'] for r in members],
              'members': [r['label'] for r in members], 'diverged': len(members) - len(healthy)}
-    for field in ('test_accuracy', 'validation_accuracy', 'test_accuracy_at_best_validation'):
+    top5 = [f for f in ('test_top5_accuracy', 'validation_top5_accuracy')
+            if any(f in r for r in members)]
+    for field in ('test_accuracy', 'validation_accuracy', 'test_accuracy_at_best_validation',
+                  *top5):
       values = [r[field] for r in healthy if r.get(field) is not None]
       entry[f'{field}_mean'] = float(np.mean(values)) if values else None
       entry[f'{field}_std'] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0

@@ -37,7 +37,7 @@ def check_workdir(workdir: str) -> None:
                        'finish the teacher first (rerun its command)')
 
 
-def _read(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   try:
     results = report.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
     teacher_config = config_lib.from_json_dict(
@@ -59,7 +59,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   """
   workdir = os.path.abspath(config.teacher.workdir)
   check_workdir(workdir)
-  teacher_config, results = _read(workdir)
+  teacher_config, results = read_run(workdir)
   if 'members' in results:
     raise ConfigError(f'config.teacher.workdir={workdir} is a sweep; name one member, '
                       f'e.g. {os.path.join(workdir, "members", results["members"][0]["label"])}')
@@ -134,21 +134,25 @@ class Teacher:
 
   def note(self) -> str:
     """The teacher's part of the run's first progress line."""
-    return (f'; teacher {self.results["model"]} '
-            f'({100 * self.results["test_accuracy"]:.2f}%, '
+    accuracy = self.results.get('test_accuracy')
+    known = 'not evaluated' if accuracy is None else f'{100 * accuracy:.2f}%'
+    if self.results.get('imported'):
+      known = f'imported from {self.results["imported"]["from"]}, {known}'
+    return (f'; teacher {self.results["model"]} ({known}, '
             f'{"cached logits" if self.cached else "run in the step"})')
 
   def summary(self, student_dataset: str) -> dict:
     """The teacher as recorded in the student's results.json."""
     return {'workdir': self.workdir, 'model': self.results['model'], 'dataset': self.dataset,
-            'test_accuracy': self.results['test_accuracy'], 'cached': self.cached,
+            'test_accuracy': self.results.get('test_accuracy'), 'cached': self.cached,
+            'imported': self.results.get('imported'),
             'other_dataset': self.dataset != student_dataset}
 
 
 def load(config, dataset) -> tuple:
   """The teacher's model, its variables as host arrays, and its results."""
   workdir = os.path.abspath(config.teacher.workdir)
-  teacher_config, results = _read(workdir)
+  teacher_config, results = read_run(workdir)
   model = models.from_config(teacher_config.model, num_classes=dataset.num_classes)
   variables = checkpoint_lib.restore_variables(workdir, results['final_checkpoint_epoch'])
   return model, variables, results, results.get('dataset', teacher_config.dataset)
