@@ -133,11 +133,26 @@ def import_teacher(stages: common.Stages, preset: dict) -> str:
 
 
 def _write_random_weights(arch: str, path: str) -> None:
+  """He-initialised convolutions, a small linear head, BatchNorm at identity, in
+  torchvision's names and layouts (drawn in numpy: no network is run)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   model = weights.build_model(arch, 1000)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)), train=False)
-  np.savez(path, **weights.variables_to_torchvision(jax.device_get(variables)))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
+                                             train=False))
+  rng = np.random.default_rng(0)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == 'kernel' and len(leaf.shape) == 4:  # HWIO, He over fan-out
+      fan_out = leaf.shape[0] * leaf.shape[1] * leaf.shape[3]
+      return rng.normal(0, np.sqrt(2 / fan_out), leaf.shape).astype(np.float32)
+    if name == 'kernel':
+      return rng.normal(0, 0.01, leaf.shape).astype(np.float32)
+    return np.full(leaf.shape, 1.0 if name in ('scale', 'var') else 0.0, np.float32)
+
+  variables = jax.tree_util.tree_map_with_path(draw, shapes)
+  np.savez(path, **weights.variables_to_torchvision(variables))
 
 
 def teacher_results(stages: common.Stages, path: str) -> dict:

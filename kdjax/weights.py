@@ -255,7 +255,9 @@ def import_torchvision(*, arch: str, state_dict: str, workdir: str,
   results = {
       'imported': imported, 'dataset': dataset, 'model': arch,
       'params': models.count_params(variables['params']), 'image_shape': shape,
-      'num_classes': int(num_classes), 'epochs': 0, 'test_accuracy': None,
+      'num_classes': int(num_classes), 'epochs': 0, 'test_accuracy': None, 'teacher': None,
+      'temperature': None, 'alpha': None, 'kind': None, 'seed': int(config.seed),
+      'data_seed': int(config.data_seed), 'omit_classes': [], 'validation': None,
       'final_checkpoint_epoch': IMPORTED_EPOCH, 'history': [],
       'config': config_lib.to_json_dict(config)}
   parent = os.path.dirname(workdir)
