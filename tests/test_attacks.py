@@ -1,0 +1,118 @@
+"""Attacks (kdjax/attacks.py) on a small undefended MNIST network trained here."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from kdjax import attacks, data, models
+from kdjax import config as config_lib
+from kdjax.train import checkpoint, loop
+
+EXAMPLES = 200
+
+
+@pytest.fixture(scope='module')
+def mnist_model(mnist_data_dir, tmp_path_factory):
+  """(logits_fn, images in [0, 1], labels): an MLP of about 94 % on real MNIST."""
+  workdir = str(tmp_path_factory.mktemp('attacked') / 'run')
+  config = config_lib.override(config_lib.default(), {
+      'data_dir': mnist_data_dir, 'model.hidden': (128,),
+      'augment.max_shift': 0, 'train_examples': 20_000,
+      'num_epochs': 2})
+  results = loop.train_and_evaluate(config, workdir)
+  assert results['test_accuracy'] > 0.93
+  model = models.from_config(config.model, num_classes=10)
+  variables = checkpoint.restore_variables(workdir, results['final_checkpoint_epoch'])
+  dataset = data.load('mnist', data_dir=mnist_data_dir)
+  logits_fn = attacks.model_logits_fn(model, variables, dataset.mean, dataset.std)
+  images = jnp.asarray(dataset.test.images[:EXAMPLES], jnp.float32) / 255.0
+  labels = jnp.asarray(dataset.test.labels[:EXAMPLES])
+  return logits_fn, images, labels
+
+
+def test_fgsm_moves_every_feature_by_exactly_eps(mnist_model):
+  logits_fn, images, labels = mnist_model
+  inside = 0.3 + 0.4 * images  # away from the range's ends: nothing is clipped
+  eps = 0.1
+  adversarial = attacks.fgsm(logits_fn, inside, labels, eps=eps)
+  np.testing.assert_allclose(np.abs(np.asarray(adversarial - inside)), eps, rtol=1e-5)
+  l2 = attacks.fgsm(logits_fn, inside, labels, eps=1.5, norm='l2')
+  norms = np.sqrt(np.sum(np.square(np.asarray(l2 - inside)).reshape(EXAMPLES, -1), -1))
+  np.testing.assert_allclose(norms, 1.5, rtol=1e-4)
+  # On real images the step is clipped to [0, 1] and still raises the loss.
+  real = attacks.fgsm(logits_fn, images, labels, eps=eps)
+  assert float(real.min()) >= 0 and float(real.max()) <= 1
+  loss = lambda x: float(jnp.mean(attacks.attack_loss(logits_fn(x), labels, loss='ce',
+                                                       targeted=False)))
+  assert loss(real) > loss(images) + 1.0
+
+
+@pytest.mark.parametrize('norm, eps', [('linf', 0.1), ('l2', 1.0)])
+def test_pgd_stays_in_the_ball_and_the_data_range(mnist_model, norm, eps):
+  logits_fn, images, labels = mnist_model
+  adversarial = np.asarray(attacks.pgd(logits_fn, images, labels, jax.random.PRNGKey(0),
+                                       eps=eps, steps=10, norm=norm))
+  delta = (adversarial - np.asarray(images)).reshape(EXAMPLES, -1)
+  size = np.abs(delta).max(-1) if norm == 'linf' else np.sqrt(np.square(delta).sum(-1))
+  assert size.max() <= eps * (1 + 1e-5) and adversarial.min() >= 0 and adversarial.max() <= 1
+  assert size.mean() > 0.5 * eps  # it moved
+
+
+def test_pgd_at_eps_03_breaks_an_undefended_network(mnist_model):
+  logits_fn, images, labels = mnist_model
+  adversarial = attacks.pgd(logits_fn, images, labels, jax.random.PRNGKey(1), eps=0.3, steps=20)
+  result = attacks.measure(logits_fn, images, adversarial, labels)
+  assert result['success_rate'] > 0.9, result
+  assert result['mean_linf'] <= 0.3 + 1e-6
+
+
+def test_attacks_are_deterministic_for_a_key(mnist_model):
+  logits_fn, images, labels = mnist_model
+  run = lambda seed: np.asarray(attacks.pgd(logits_fn, images[:20], labels[:20],
+                                            jax.random.PRNGKey(seed), eps=0.1, steps=5))
+  assert np.array_equal(run(3), run(3)) and not np.array_equal(run(3), run(4))
+
+
+def test_margin_attack_survives_a_saturated_softmax(mnist_model):
+  """Carlini & Wagner's point in miniature: logits × 100 saturate the softmax, the
+  gradient of its probability is exactly zero and FGSM on it (Papernot's
+  attack) stands still; the logit margin's gradient does not vanish."""
+  logits_fn, images, labels = mnist_model
+  saturated = lambda x: 100.0 * logits_fn(x)
+  correct = np.asarray(attacks.predictions(saturated, images) == labels)
+  images, labels = images[correct], labels[correct]
+  fgsm = attacks.fgsm(saturated, images, labels, eps=0.2, loss='softmax_ce')
+  plain = attacks.measure(saturated, images, fgsm, labels)
+  margin = attacks.fgsm(saturated, images, labels, eps=0.2, loss='margin')
+  by_margin = attacks.measure(saturated, images, margin, labels)
+  assert plain['success_rate'] < 0.1 < 0.5 < by_margin['success_rate'], (plain, by_margin)
+  pgd = attacks.pgd(saturated, images, labels, jax.random.PRNGKey(0), eps=0.2, steps=20,
+                    loss='margin')
+  assert attacks.measure(saturated, images, pgd, labels)['success_rate'] > 0.9
+
+
+def test_carlini_wagner_finds_small_l2_perturbations(mnist_model):
+  logits_fn, images, labels = mnist_model
+  images, labels = images[:50], labels[:50]
+  adversarial = attacks.carlini_wagner_l2(logits_fn, images, labels, steps=50, binary_steps=4,
+                                          learning_rate=0.05, initial_c=1.0)
+  result = attacks.measure(logits_fn, images, adversarial, labels)
+  assert result['success_rate'] > 0.9, result
+  # Smaller than the L2 size of a successful eps = 0.3 L∞ PGD step (~5 on MNIST).
+  assert result['mean_l2'] < 2.5, result
+  assert float(adversarial.min()) >= 0 and float(adversarial.max()) <= 1
+
+
+def test_jsma_stays_within_its_feature_budget(mnist_model):
+  logits_fn, images, labels = mnist_model
+  images, labels = images[:20], labels[:20]
+  targets = (labels + 1) % 10
+  gamma = 0.1
+  adversarial = attacks.jsma(logits_fn, images, targets, gamma=gamma)
+  result = attacks.measure(logits_fn, images, adversarial, targets, targeted=True)
+  changed = np.sum(np.abs(np.asarray(adversarial - images)).reshape(20, -1) > 1e-6, -1)
+  budget = 2 * (int(gamma * 784) // 2)
+  assert changed.max() <= budget, changed
+  assert result['success_rate'] > 0.5, result
+  assert np.all(np.asarray(adversarial) >= np.asarray(images))  # theta = +1 only raises
