@@ -89,6 +89,9 @@ def default() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000
   c.seed = 0  # initialisation, dropout and augmentation
   c.data_seed = 0  # example order
+  # Softmax temperature of the training loss's label term (defensive
+  # distillation, distill.objective='defensive'); evaluation is always at T = 1.
+  c.train_temperature = 1.0
 
   c.teacher = ml_collections.ConfigDict()
   c.teacher.workdir = ''  # '' = train without a teacher
@@ -103,7 +106,8 @@ def default() -> ml_collections.ConfigDict:
   c.distill.temperature = 4.0
   c.distill.alpha = 0.9  # weight of the soft-target term
   c.distill.kind = 'kl'
-  # What the train step minimises (kdjax.objectives' registry).
+  # What the train step minimises (kdjax.objectives' registry): 'logit_kd'
+  # (Hinton's mixture) or 'defensive' (Papernot's, at train_temperature).
   c.distill.objective = 'logit_kd'
   # Seed 004's way to write the same mixture; when set they replace alpha.
   c.distill.distillation_weight = config_dict.placeholder(float)
@@ -276,6 +280,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.distill.objective not in objectives.names():
     _fail('distill.objective', c.distill.objective,
           f'unknown; known: {", ".join(objectives.names())}')
+  _positive(c, 'train_temperature')
+  if c.train_temperature != 1.0 and c.distill.objective != 'defensive':
+    _fail('train_temperature', c.train_temperature,
+          "trains the softmax at a temperature only with distill.objective='defensive'")
   if c.teacher.workdir:
     _positive(c, 'distill.temperature')
     if c.distill.kind not in losses.SOFT_LOSS_KINDS:

@@ -2,6 +2,8 @@ r"""Evaluates a finished run, trained or imported, on a split of its dataset.
 
   python -m kdjax.evaluate --workdir=RUN [--split=SPLIT] [--examples=N]
       [--batch_size=B] [--data_dir=DIR]
+  python -m kdjax.evaluate --workdir=RUN --attack=pgd --eps=0.1 [--norm=linf|l2]
+      [--steps=40] [--examples=1000]
 
 SPLIT is a TFDS split of the run's dataset (default: the split kdjax reports
 as test, e.g. ImageNet's 'validation'); --examples=N evaluates its first N
@@ -12,6 +14,13 @@ accuracy, top-5 where the dataset has more than 10 classes, the number of
 examples and of errors. For a run imported with `python -m kdjax.weights`,
 a full evaluation of the test split also becomes its results.json
 `test_accuracy` (which a student's progress line and report show).
+
+--attack evaluates under one of kdjax.attacks (fgsm, pgd, pgd_margin: PGD on
+the logit margin, cw_l2, jsma) on the first N test examples (default 1,000),
+in the model's [0, 1] pixel space, and writes RUN/robustness.json, one entry
+per attack and eps: the success rate among the examples the run classifies
+correctly, the accuracy under attack over all N, and the mean L0 / L2 / L∞
+size of the successful perturbations. Any finished run, teacher or student.
 """
 
 import argparse
@@ -27,6 +36,59 @@ from kdjax.errors import KDError
 EVALUATION_FILE = 'evaluation.json'
 
 
+class _Run:
+  """A finished run's model, final variables and dataset description, for evaluation."""
+
+  def __init__(self, workdir: str, data_dir: str | None):
+    from kdjax.train import teacher  # pylint: disable=import-outside-toplevel
+    self.workdir = os.path.abspath(workdir)
+    teacher.check_workdir(self.workdir)  # before TensorFlow loads: a mistake is answered at once
+    from kdjax import models  # pylint: disable=import-outside-toplevel
+    from kdjax.data import catalog, stream  # pylint: disable=import-outside-toplevel
+    from kdjax.train import checkpoint  # pylint: disable=import-outside-toplevel
+    self.config, self.results = teacher.read_run(self.workdir)
+    if 'members' in self.results:
+      raise KDError(f'--workdir={self.workdir} is a sweep; name one member, e.g. ' + os.path.join(
+          self.workdir, 'members', self.results['members'][0]['label']))
+    self.data_dir = data_dir
+    self.dataset = catalog.get_info(self.config.dataset)
+    self.info = stream.describe(self.config.dataset, data_dir=data_dir,
+                                image_size=self.config.input.image_size)
+    self.model = models.from_config(self.config.model, num_classes=self.info.num_classes)
+    self.variables = checkpoint.restore_variables(self.workdir,
+                                                  self.results['final_checkpoint_epoch'])
+
+  def split(self, split: str | None, examples: int) -> tuple[str, str]:
+    """(the split's name, the TFDS split string of its first `examples` examples)."""
+    split = split or self.dataset.test_split
+    return split, (f'{split}[:{examples}]' if examples else split)
+
+  def batches(self, tfds_split: str, batch_size: int):
+    """(uint8 images, labels) of `tfds_split`, `batch_size` at a time (the last one short)."""
+    from kdjax.data import stream  # pylint: disable=import-outside-toplevel
+    try:
+      for batch, valid in stream.eval_batches(self.info, tfds_split, data_dir=self.data_dir,
+                                              batch_size=batch_size):
+        yield batch['images'][:valid], batch['labels'][:valid]
+    except ValueError as e:  # TFDS's word for a split that does not exist
+      raise KDError(f'--split={tfds_split!r}: {str(e).strip().splitlines()[0]}') from None
+
+  def record(self, filename: str, key: str, entry: dict) -> None:
+    import jax  # pylint: disable=import-outside-toplevel
+    if jax.process_index() == 0:
+      path = os.path.join(self.workdir, filename)
+      recorded = report.read_json(path) if os.path.exists(path) else {}
+      recorded[key] = entry
+      report.write_json(path, recorded)
+
+
+def _check_sizes(examples: int, batch_size: int) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+  if examples < 0 or batch_size < 1 or batch_size % jax.device_count():
+    raise KDError(f'--examples={examples} must be >= 0 and --batch_size={batch_size} a '
+                  f'positive multiple of the {jax.device_count()} device(s)')
+
+
 def evaluate_run(workdir: str, *, split: str | None = None, examples: int = 0,
                  batch_size: int = 250, data_dir: str | None = None) -> dict:
   """Evaluates `workdir`'s final weights on `split`; returns (and records) the entry.
@@ -35,62 +97,135 @@ def evaluate_run(workdir: str, *, split: str | None = None, examples: int = 0,
     KDError: the workdir holds no finished single run, the data is absent,
       or an argument is out of range.
   """
-  from kdjax.train import teacher  # pylint: disable=import-outside-toplevel
-  workdir = os.path.abspath(workdir)
-  teacher.check_workdir(workdir)  # before TensorFlow loads: a mistake is answered at once
-  import jax  # pylint: disable=import-outside-toplevel
-  from kdjax import models  # pylint: disable=import-outside-toplevel
-  from kdjax.data import catalog, stream  # pylint: disable=import-outside-toplevel
-  from kdjax.train import checkpoint, feed, step  # pylint: disable=import-outside-toplevel
+  _check_sizes(examples, batch_size)
+  run = _Run(workdir, data_dir)
+  from kdjax.train import feed, step  # pylint: disable=import-outside-toplevel
   from kdjax.train import results as results_lib  # pylint: disable=import-outside-toplevel
   from kdjax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  config, results = teacher.read_run(workdir)
-  if 'members' in results:
-    raise KDError(f'--workdir={workdir} is a sweep; name one member, e.g. '
-                  f'{os.path.join(workdir, "members", results["members"][0]["label"])}')
-  if examples < 0 or batch_size < 1 or batch_size % jax.device_count():
-    raise KDError(f'--examples={examples} must be >= 0 and --batch_size={batch_size} a '
-                  f'positive multiple of the {jax.device_count()} device(s)')
-  dataset = catalog.get_info(config.dataset)
-  split = split or dataset.test_split
-  tfds_split = f'{split}[:{examples}]' if examples else split
-  info = stream.describe(config.dataset, data_dir=data_dir, image_size=config.input.image_size)
-  model = models.from_config(config.model, num_classes=info.num_classes)
+  split, tfds_split = run.split(split, examples)
   mesh = step.data_mesh()
-  variables = feed.replicated(mesh, checkpoint.restore_variables(
-      workdir, results['final_checkpoint_epoch']))
-  predict = step.make_predict(model, mesh=mesh, mean=info.mean, std=info.std,
+  variables = feed.replicated(mesh, run.variables)
+  predict = step.make_predict(run.model, mesh=mesh, mean=run.info.mean, std=run.info.std,
                               batch_size=batch_size)
   start = time.perf_counter()
   logits, labels = [], []
-  try:
-    batches = stream.eval_batches(info, tfds_split, data_dir=data_dir, batch_size=batch_size)
-    for batch, valid in batches:
-      logits.append(np.asarray(predict(variables, batch['images']))[:valid])
-      labels.append(batch['labels'][:valid])
-  except ValueError as e:  # TFDS's word for a split that does not exist
-    raise KDError(f'--split={split!r}: {str(e).strip().splitlines()[0]}') from None
+  for images, batch_labels in run.batches(tfds_split, batch_size):
+    valid = len(batch_labels)
+    logits.append(np.asarray(predict(variables, step.pad_to_multiple(images, batch_size)))[:valid])
+    labels.append(batch_labels)
   if not logits:
-    raise KDError(f'--split={tfds_split!r} of {config.dataset} holds no examples')
+    raise KDError(f'--split={tfds_split!r} of {run.config.dataset} holds no examples')
   logits, labels = np.concatenate(logits), np.concatenate(labels)
   correct = logits.argmax(-1) == labels
   entry = {'split': tfds_split, 'examples': int(len(labels)), 'errors': int((~correct).sum()),
            'top1_accuracy': float(correct.mean()),
            'seconds': round(time.perf_counter() - start, 2)}
-  if info.num_classes > results_lib.TOP5_MIN_CLASSES:
+  if run.info.num_classes > results_lib.TOP5_MIN_CLASSES:
     entry['top5_accuracy'] = results_lib.top_k_accuracy(logits, labels, 5)
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, EVALUATION_FILE)
-    recorded = report.read_json(path) if os.path.exists(path) else {}
-    recorded[tfds_split] = entry
-    report.write_json(path, recorded)
-    if results.get('imported') and split == dataset.test_split and not examples:
-      results.update(test_accuracy=entry['top1_accuracy'], test_errors=entry['errors'],
-                     test_evaluated_by='python -m kdjax.evaluate')
-      if 'top5_accuracy' in entry:
-        results['test_top5_accuracy'] = entry['top5_accuracy']
-      report.write_json(os.path.join(workdir, workdir_lib.RESULTS_FILE), results)
+  run.record(EVALUATION_FILE, tfds_split, entry)
+  results = run.results
+  if (results.get('imported') and split == run.dataset.test_split and not examples
+      and _is_writer()):
+    results.update(test_accuracy=entry['top1_accuracy'], test_errors=entry['errors'],
+                   test_evaluated_by='python -m kdjax.evaluate')
+    if 'top5_accuracy' in entry:
+      results['test_top5_accuracy'] = entry['top5_accuracy']
+    report.write_json(os.path.join(run.workdir, workdir_lib.RESULTS_FILE), results)
   return entry
+
+
+def _is_writer() -> bool:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index() == 0
+
+
+def attack_run(workdir: str, *, attack: str, eps: float, split: str | None = None,
+               examples: int = 1000, batch_size: int = 100, data_dir: str | None = None,
+               **options) -> dict:
+  """Attacks `workdir`'s final weights on the first `examples` of `split`.
+
+  The examples are those the run classifies correctly; labels are the true
+  ones. `attack` is one of `ATTACK_NAMES` (see `attack_fn`); `options` go to
+  it. Returns (and records in robustness.json under '<attack> eps=<eps>')
+  the success rate among correctly classified examples, the accuracy under
+  attack over all examples, and the perturbation sizes.
+  """
+  _check_sizes(examples, batch_size)
+  if attack not in ATTACK_NAMES:
+    raise KDError(f'--attack={attack!r}: known: {", ".join(ATTACK_NAMES)}')
+  if not eps > 0 and attack not in ('cw_l2', 'jsma'):
+    raise KDError(f'--eps={eps} must be > 0')
+  run = _Run(workdir, data_dir)
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from kdjax import attacks  # pylint: disable=import-outside-toplevel
+  split, tfds_split = run.split(split, examples)
+  logits_fn = attacks.model_logits_fn(run.model, run.variables, run.info.mean, run.info.std)
+  method = attack_fn(attack, run.info.num_classes)
+  start = time.perf_counter()
+  totals = {'examples': 0, 'correct': 0, 'successes': 0}
+  sizes = {'l0': 0.0, 'l2': 0.0, 'linf': 0.0}
+  for index, (images, labels) in enumerate(run.batches(tfds_split, batch_size)):
+    images = jnp.asarray(images, jnp.float32) / 255.0
+    labels = jnp.asarray(labels)
+    correct = np.asarray(attacks.predictions(logits_fn, images) == labels)
+    totals['examples'] += len(labels)
+    if not correct.any():
+      continue
+    images, labels = images[correct], labels[correct]
+    adversarial, targets = method(logits_fn, images, labels, jax.random.PRNGKey(index),
+                                  eps=eps, **options)
+    measured = attacks.measure(logits_fn, images, adversarial,
+                               labels if targets is None else targets,
+                               targeted=targets is not None)
+    totals['correct'] += measured['examples']
+    totals['successes'] += measured['successes']
+    for name in sizes:
+      if measured['successes']:
+        sizes[name] += measured[f'mean_{name}'] * measured['successes']
+  if not totals['examples']:
+    raise KDError(f'--split={tfds_split!r} of {run.config.dataset} holds no examples')
+  entry = {'attack': attack, 'eps': eps, 'options': options, 'split': tfds_split,
+           'examples': totals['examples'], 'correct_before': totals['correct'],
+           'success_rate': totals['successes'] / max(totals['correct'], 1),
+           'accuracy_under_attack': (totals['correct'] - totals['successes']) / totals['examples'],
+           **{f'mean_{name}': (value / totals['successes'] if totals['successes'] else None)
+              for name, value in sizes.items()},
+           'seconds': round(time.perf_counter() - start, 2)}
+  run.record(ROBUSTNESS_FILE, f'{attack} eps={eps:g}', entry)
+  return entry
+
+
+ATTACK_NAMES = ('fgsm', 'pgd', 'pgd_margin', 'cw_l2', 'jsma')
+
+
+def attack_fn(name: str, num_classes: int):
+  """Attack `name` as f(logits_fn, images, labels, key, eps, **options) ->
+  (adversarial images, the targets of a targeted attack or None).
+
+  'pgd_margin' is PGD on the logit margin; 'cw_l2' and 'jsma' take no eps;
+  JSMA is targeted, at a class other than the label drawn with `key`
+  (Papernot et al.'s success: the target is reached).
+  """
+  from kdjax import attacks  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+
+  def jsma(f, x, y, key, eps, **options):
+    del eps
+    other = (y + 1 + jax.random.randint(key, y.shape, 0, num_classes - 1)) % num_classes
+    return attacks.jsma(f, x, other, **options), other
+
+  return {
+      'fgsm': lambda f, x, y, key, eps, **o: (attacks.fgsm(f, x, y, eps=eps, **o), None),
+      'pgd': lambda f, x, y, key, eps, **o: (attacks.pgd(f, x, y, key, eps=eps, **o), None),
+      'pgd_margin': lambda f, x, y, key, eps, **o: (
+          attacks.pgd(f, x, y, key, eps=eps, loss='margin', **o), None),
+      'cw_l2': lambda f, x, y, key, eps, **o: (attacks.carlini_wagner_l2(f, x, y, **o), None),
+      'jsma': jsma,
+  }[name]
+
+
+ROBUSTNESS_FILE = 'robustness.json'
 
 
 def describe(entry: dict) -> str:
@@ -101,19 +236,49 @@ def describe(entry: dict) -> str:
   return line
 
 
+def describe_attack(entry: dict) -> str:
+  eps = '' if entry['attack'] in ('cw_l2', 'jsma') else f' eps={entry["eps"]:g}'
+  sizes = ', '.join(f'{name} {entry[f"mean_{name}"]:.3g}' for name in ('l0', 'l2', 'linf')
+                    if entry[f'mean_{name}'] is not None)
+  return (f'{entry["split"]} under {entry["attack"]}{eps}: success '
+          f'{100 * entry["success_rate"]:.2f}% of {entry["correct_before"]} correctly classified, '
+          f'accuracy {100 * entry["accuracy_under_attack"]:.2f}%'
+          + (f'; mean perturbation {sizes}' if sizes else ''))
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m kdjax.evaluate',
                                    description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', required=True, help='a finished run directory')
   parser.add_argument('--split', default=None, help="a TFDS split (default: the test split)")
-  parser.add_argument('--examples', type=int, default=0, help='only the first N examples')
-  parser.add_argument('--batch_size', type=int, default=250)
+  parser.add_argument('--examples', type=int, default=None,
+                      help='only the first N examples (default: all; 1000 under attack)')
+  parser.add_argument('--batch_size', type=int, default=None,
+                      help='default 250 (100 under attack)')
   parser.add_argument('--data_dir', default=None, help='TFDS data directory')
+  parser.add_argument('--attack', default=None, choices=ATTACK_NAMES,
+                      help='evaluate under this attack; writes robustness.json')
+  parser.add_argument('--eps', type=float, default=0.1, help='attack budget (L-inf or L2)')
+  parser.add_argument('--norm', default='linf', choices=('linf', 'l2'))
+  parser.add_argument('--steps', type=int, default=40, help='PGD iterations')
   args = parser.parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
   try:
-    entry = evaluate_run(args.workdir, split=args.split, examples=args.examples,
-                         batch_size=args.batch_size, data_dir=args.data_dir)
+    if args.attack:
+      options = {}
+      if args.attack in ('fgsm', 'pgd', 'pgd_margin'):
+        options['norm'] = args.norm
+      if args.attack in ('pgd', 'pgd_margin'):
+        if args.steps < 1:
+          raise KDError(f'--steps={args.steps} must be >= 1')
+        options['steps'] = args.steps
+      entry = attack_run(args.workdir, attack=args.attack, eps=args.eps, split=args.split,
+                         examples=1000 if args.examples is None else args.examples,
+                         batch_size=args.batch_size or 100, data_dir=args.data_dir, **options)
+      print(describe_attack(entry))
+      return 0
+    entry = evaluate_run(args.workdir, split=args.split, examples=args.examples or 0,
+                         batch_size=args.batch_size or 250, data_dir=args.data_dir)
   except KDError as e:
     print(f'error: {str(e).strip().splitlines()[0]}', file=sys.stderr)
     return 2

@@ -131,3 +131,37 @@ def logit_kd(kind: str | None = 'kl') -> Objective:
 @register('logit_kd')
 def _logit_kd_from_config(config, *, swept_kind: bool = False) -> Objective:
   return logit_kd(None if swept_kind else config.distill.kind)
+
+
+def defensive(train_temperature: float) -> Objective:
+  """Papernot et al.'s defensive distillation (2016): softmax at temperature T in training.
+
+  Without a teacher (the defended net's teacher): cross-entropy of
+  softmax(z / T_train) against the labels. With a teacher (the distilled
+  net): α · cross-entropy of softmax(z / T) against the teacher's
+  softmax(t / T), T = `hparams['temperature']`, plus (1 − α) · the label
+  term at T_train; α = 1 and T = T_train is the paper's recipe. As in the
+  paper there is no T² factor. Both nets are deployed at T = 1: evaluation
+  and attacks see the raw logits, which training at high T has made about T
+  times larger.
+  """
+
+  def loss(student, teacher, labels, hparams, own_params):
+    del own_params
+    logits = student['logits']
+    hard = losses.cross_entropy(logits / train_temperature, labels)
+    if teacher is None:
+      return jnp.mean(hard), {}
+    temperature = hparams['temperature']
+    soft = losses.soft_target_loss(logits, teacher['logits'], temperature=temperature,
+                                   kind='soft_ce') / temperature**2
+    alpha = hparams['alpha']
+    return jnp.mean(alpha * soft + (1.0 - alpha) * hard), {}
+
+  return Objective(name='defensive', loss=loss)
+
+
+@register('defensive')
+def _defensive_from_config(config, *, swept_kind: bool = False) -> Objective:
+  del swept_kind
+  return defensive(float(config.train_temperature))

@@ -1,5 +1,7 @@
 """Attacks (kdjax/attacks.py) on a small undefended MNIST network trained here."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +16,7 @@ EXAMPLES = 200
 
 @pytest.fixture(scope='module')
 def mnist_model(mnist_data_dir, tmp_path_factory):
-  """(logits_fn, images in [0, 1], labels): an MLP of about 94 % on real MNIST."""
+  """(logits_fn, images in [0, 1], labels, workdir): an MLP of about 94 % on real MNIST."""
   workdir = str(tmp_path_factory.mktemp('attacked') / 'run')
   config = config_lib.override(config_lib.default(), {
       'data_dir': mnist_data_dir, 'model.hidden': (128,),
@@ -28,11 +30,11 @@ def mnist_model(mnist_data_dir, tmp_path_factory):
   logits_fn = attacks.model_logits_fn(model, variables, dataset.mean, dataset.std)
   images = jnp.asarray(dataset.test.images[:EXAMPLES], jnp.float32) / 255.0
   labels = jnp.asarray(dataset.test.labels[:EXAMPLES])
-  return logits_fn, images, labels
+  return logits_fn, images, labels, workdir
 
 
 def test_fgsm_moves_every_feature_by_exactly_eps(mnist_model):
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   inside = 0.3 + 0.4 * images  # away from the range's ends: nothing is clipped
   eps = 0.1
   adversarial = attacks.fgsm(logits_fn, inside, labels, eps=eps)
@@ -50,7 +52,7 @@ def test_fgsm_moves_every_feature_by_exactly_eps(mnist_model):
 
 @pytest.mark.parametrize('norm, eps', [('linf', 0.1), ('l2', 1.0)])
 def test_pgd_stays_in_the_ball_and_the_data_range(mnist_model, norm, eps):
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   adversarial = np.asarray(attacks.pgd(logits_fn, images, labels, jax.random.PRNGKey(0),
                                        eps=eps, steps=10, norm=norm))
   delta = (adversarial - np.asarray(images)).reshape(EXAMPLES, -1)
@@ -60,7 +62,7 @@ def test_pgd_stays_in_the_ball_and_the_data_range(mnist_model, norm, eps):
 
 
 def test_pgd_at_eps_03_breaks_an_undefended_network(mnist_model):
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   adversarial = attacks.pgd(logits_fn, images, labels, jax.random.PRNGKey(1), eps=0.3, steps=20)
   result = attacks.measure(logits_fn, images, adversarial, labels)
   assert result['success_rate'] > 0.9, result
@@ -68,7 +70,7 @@ def test_pgd_at_eps_03_breaks_an_undefended_network(mnist_model):
 
 
 def test_attacks_are_deterministic_for_a_key(mnist_model):
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   run = lambda seed: np.asarray(attacks.pgd(logits_fn, images[:20], labels[:20],
                                             jax.random.PRNGKey(seed), eps=0.1, steps=5))
   assert np.array_equal(run(3), run(3)) and not np.array_equal(run(3), run(4))
@@ -78,7 +80,7 @@ def test_margin_attack_survives_a_saturated_softmax(mnist_model):
   """Carlini & Wagner's point in miniature: logits × 100 saturate the softmax, the
   gradient of its probability is exactly zero and FGSM on it (Papernot's
   attack) stands still; the logit margin's gradient does not vanish."""
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   saturated = lambda x: 100.0 * logits_fn(x)
   correct = np.asarray(attacks.predictions(saturated, images) == labels)
   images, labels = images[correct], labels[correct]
@@ -93,7 +95,7 @@ def test_margin_attack_survives_a_saturated_softmax(mnist_model):
 
 
 def test_carlini_wagner_finds_small_l2_perturbations(mnist_model):
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   images, labels = images[:50], labels[:50]
   adversarial = attacks.carlini_wagner_l2(logits_fn, images, labels, steps=50, binary_steps=4,
                                           learning_rate=0.05, initial_c=1.0)
@@ -105,7 +107,7 @@ def test_carlini_wagner_finds_small_l2_perturbations(mnist_model):
 
 
 def test_jsma_stays_within_its_feature_budget(mnist_model):
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   images, labels = images[:20], labels[:20]
   targets = (labels + 1) % 10
   gamma = 0.1
@@ -129,7 +131,7 @@ def test_attacks_agree_with_foolbox(mnist_model):
   features (2 of 39,200 here) may differ by the whole step, and only those.
   """
   foolbox = pytest.importorskip('foolbox')
-  logits_fn, images, labels = mnist_model
+  logits_fn, images, labels, _ = mnist_model
   images, labels = images[:50], labels[:50]
   model = foolbox.JAXModel(logits_fn, bounds=(0, 1))
   _, theirs, _ = foolbox.attacks.FGSM()(model, images, labels, epsilons=0.1)
@@ -151,3 +153,20 @@ def test_attacks_agree_with_foolbox(mnist_model):
   assert np.mean(np.abs(np.asarray(ours) - np.asarray(theirs)) > 1e-6) < 1e-3
   assert attacks.measure(logits_fn, images, ours, labels)['success_rate'] == pytest.approx(
       float(np.mean(np.asarray(success))))
+
+
+def test_evaluate_command_attacks_any_finished_run(mnist_model, mnist_data_dir, capsys):
+  from kdjax import evaluate
+  workdir = mnist_model[3]
+  assert evaluate.main([f'--workdir={workdir}', f'--data_dir={mnist_data_dir}', '--attack=pgd',
+                        '--eps=0.3', '--steps=10', '--examples=100']) == 0
+  assert 'test[:100] under pgd eps=0.3: success ' in capsys.readouterr().out
+  entry = evaluate.attack_run(workdir, attack='jsma', eps=0.0, examples=20, batch_size=20,
+                              data_dir=mnist_data_dir, gamma=0.05)
+  with open(f'{workdir}/robustness.json') as f:
+    recorded = json.load(f)
+  assert set(recorded) == {'pgd eps=0.3', 'jsma eps=0'}
+  assert recorded['pgd eps=0.3']['success_rate'] > 0.9 and recorded['pgd eps=0.3']['mean_linf'] <= 0.3 + 1e-6
+  assert entry['mean_l0'] <= 2 * (int(0.05 * 784) // 2)  # JSMA's feature budget
+  assert evaluate.main([f'--workdir={workdir}', '--attack=pgd', '--eps=-1']) == 2
+  assert capsys.readouterr().err == 'error: --eps=-1.0 must be > 0\n'
