@@ -60,8 +60,9 @@ QUICK_WIDTH = 16
 
 
 def base_config(recipe: str) -> ml_collections.ConfigDict:
-  """A run config for `recipe`: 'sgd' (configs/cifar_resnet.py), 'adam' (seed 004) or
-  'repdistiller' (the CIFAR-100 distillation benchmark's SGD step schedule)."""
+  """A run config for `recipe`: 'sgd' (configs/cifar_resnet.py), 'adam' (seed 004),
+  'repdistiller' (the CIFAR-100 distillation benchmark's SGD step schedule) or
+  'papernot' (seed 001's defensive distillation: SGD 0.01, Nesterov, constant)."""
   from configs import cifar_resnet
   c = cifar_resnet.get_config()
   if recipe == 'adam':  # seed 004: Adam 1e-3, constant, no weight decay
@@ -75,6 +76,12 @@ def base_config(recipe: str) -> ml_collections.ConfigDict:
     c.schedule.name = 'step'
     c.schedule.boundaries = (150, 180, 210)
     c.schedule.step_factor = 0.1
+  elif recipe == 'papernot':  # seed 001's defensive distillation: SGD 0.01, Nesterov
+    c.optimizer.learning_rate = 0.01
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 1e-6
+    c.schedule.name = 'constant'
   elif recipe != 'sgd':
     raise ValueError(recipe)
   return c

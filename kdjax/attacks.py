@@ -248,53 +248,63 @@ def jsma(logits_fn: LogitsFn, images: jax.Array, targets: jax.Array, *, theta: f
   shape = images.shape
   features = images[0].size
   iterations = int(gamma * features) // 2
-  num_classes = logits_fn(images[:1]).shape[-1]
-  target_hot = jax.nn.one_hot(targets, num_classes)
 
-  def jacobian_terms(x):
+  def gradients(x):
+    """∂z_t/∂x and Σ_{j≠t} ∂z_j/∂x per example: two pullbacks, not one per class."""
     logits, pullback = jax.vjp(logits_fn, x.reshape(shape))
-    per_class = jax.vmap(lambda e: pullback(jnp.broadcast_to(e, logits.shape))[0])(
-        jnp.eye(num_classes))  # [K, B, ...]
-    per_class = per_class.reshape(num_classes, batch, features)
-    target_grad = jnp.einsum('kbf,bk->bf', per_class, target_hot)
-    other_grad = jnp.sum(per_class, axis=0) - target_grad
-    return logits, target_grad, other_grad
+    target_hot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+    target_grad, all_grad = jax.vmap(lambda e: pullback(e)[0])(
+        jnp.stack([target_hot, jnp.ones_like(logits)]))
+    target_grad = target_grad.reshape(batch, features)
+    return logits, target_grad, all_grad.reshape(batch, features) - target_grad
 
   movable = (images.reshape(batch, features) < 1.0) if theta > 0 else (
       images.reshape(batch, features) > 0.0)
+  not_same = ~jnp.eye(features, dtype=bool)
 
-  def body(_, carry):
-    x, domain = carry
-    logits, target_grad, other_grad = jacobian_terms(x)
+  def step(carry):
+    x, domain, i, _ = carry
+    logits, target_grad, other_grad = gradients(x)
     active = jnp.argmax(logits, -1) != targets
-    alpha = target_grad[:, :, None] + target_grad[:, None, :]
-    beta = other_grad[:, :, None] + other_grad[:, None, :]
-    if theta < 0:  # decreasing features: the signs flip
-      alpha, beta = -alpha, -beta
-    pair_ok = domain[:, :, None] & domain[:, None, :] & ~jnp.eye(features, dtype=bool)
-    score = jnp.where(pair_ok & (alpha > 0) & (beta < 0), alpha * jnp.abs(beta), -jnp.inf)
-    best = jnp.argmax(score.reshape(batch, -1), axis=-1)
-    found = jnp.max(score.reshape(batch, -1), axis=-1) > -jnp.inf
+    sign = 1.0 if theta > 0 else -1.0  # decreasing features: the signs flip
+    # A feature outside the domain gets α = −∞, so no pair holding it passes α > 0.
+    a = jnp.where(domain, sign * target_grad, -jnp.inf)
+    b = sign * other_grad
+    alpha = a[:, :, None] + a[:, None, :]
+    beta = b[:, :, None] + b[:, None, :]
+    score = jnp.where((alpha > 0) & (beta < 0) & not_same, -alpha * beta, -1.0)
+    flat = score.reshape(batch, -1)
+    best = jnp.argmax(flat, axis=-1)
+    found = jnp.take_along_axis(flat, best[:, None], axis=-1)[:, 0] > 0
     p, q = best // features, best % features
     change = (active & found)[:, None] & (
         jax.nn.one_hot(p, features, dtype=bool) | jax.nn.one_hot(q, features, dtype=bool))
     x = jnp.where(change, jnp.clip(x + theta, 0.0, 1.0), x)
-    return x, domain & ~change
+    return x, domain & ~change, i + 1, jnp.any(change)
 
-  x, _ = jax.lax.fori_loop(0, iterations, body, (images.reshape(batch, features), movable))
+  def keep_going(carry):
+    _, _, i, moved = carry
+    return (i < iterations) & moved  # stop once every example is done or stuck
+
+  x, _, _, _ = jax.lax.while_loop(
+      keep_going, step, (images.reshape(batch, features), movable, 0, jnp.array(True)))
   return x.reshape(shape)
 
 
-def measure(logits_fn: LogitsFn, images: jax.Array, adversarial: jax.Array,
-            labels: jax.Array, *, targeted: bool = False) -> dict:
+def measure(logits_fn: LogitsFn | None, images: jax.Array, adversarial: jax.Array,
+            labels: jax.Array, *, targeted: bool = False,
+            predicted: jax.Array | None = None) -> dict:
   """Success rate and perturbation sizes of an attack on a batch.
 
   Untargeted success: the prediction on the adversarial example differs
   from `labels`; targeted: it equals them. L0 counts changed features
   (pixels × channels), L2 and L∞ are over all features; sizes are means
-  over successful examples (None when none succeeded).
+  over successful examples (None when none succeeded). `predicted` (the
+  model's predictions on `adversarial`, when already computed) spares the
+  model call.
   """
-  predicted = predictions(logits_fn, adversarial)
+  if predicted is None:
+    predicted = predictions(logits_fn, adversarial)
   success = (predicted == labels) if targeted else (predicted != labels)
   delta = (adversarial - images).reshape(images.shape[0], -1)
   sizes = {'l0': jnp.sum(jnp.abs(delta) > 1e-6, axis=-1).astype(jnp.float32),
