@@ -1,29 +1,34 @@
-"""experiments.defensive_distillation --quick end to end on real MNIST (48 training images).
+"""experiments.defensive_distillation --quick end to end on mock MNIST.
 
 The preset's recipe (seed 001's SGD, the defensive objective at each T, no
 augmentation, teachers then distilled students) with T cut to {1, 2}, then
 every attack on the first 16 test images of each network, the eps curves,
 transferability and the report; each row's label is held against its run.
+The attacks themselves are checked on a real MNIST network in
+tests/test_attacks.py.
 """
 
 import json
 import os
 
+import tensorflow_datasets as tfds
 from absl import flags
 
 from experiments import common, defensive_distillation
 from tests.test_presets import check_report_rows
 
 
-def test_defensive_distillation_quick_runs_end_to_end(mnist_data_dir, tmp_path):
+def test_defensive_distillation_quick_runs_end_to_end(tmp_path):
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(['pytest'])
   setup, preset = common.make_setup(defensive_distillation.PRESETS['mnist'], quick=True,
-                                    data_dir=mnist_data_dir)
+                                    data_dir=str(tmp_path / 'tfds'))
   assert preset['temperatures'] == (1.0, 2.0)
   workdir = str(tmp_path / 'dd')
   os.makedirs(workdir)
-  text = defensive_distillation.body(common.Stages(workdir, setup), dict(preset, name='mnist'))
+  with tfds.testing.mock_data(num_examples=64):
+    text = defensive_distillation.body(common.Stages(workdir, setup),
+                                       dict(preset, name='mnist'))
   with open(os.path.join(workdir, 'report.json')) as f:
     report = json.load(f)
   assert check_report_rows(report) == 3  # the undefended teacher, distilled at T = 1 and 2
