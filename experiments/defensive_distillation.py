@@ -124,7 +124,7 @@ class Attacker:
     batch = min(self.batch, len(labels))  # one compiled shape per attack and size asked for
     correct = np.asarray(self.predict(variables, images) == labels)
     images, labels = images[correct], labels[correct]
-    successes, sizes, crafted = 0, {'l0': 0.0, 'l2': 0.0, 'linf': 0.0}, []
+    measured, crafted = [], []
     for start in range(0, len(labels), batch):
       x, y = images[start:start + batch], labels[start:start + batch]
       valid = len(y)
@@ -135,16 +135,10 @@ class Attacker:
       adversarial, aims = fn(variables, x, y, jax.random.PRNGKey(seed + start), **kwargs)
       adversarial, aims, x = adversarial[:valid], aims[:valid], x[:valid]
       crafted.append(np.asarray(adversarial))
-      measured = attacks.measure(None, x, adversarial, aims, targeted=targeted,
-                                 predicted=self.predict(variables, adversarial))
-      successes += measured['successes']
-      for name in sizes:
-        if measured['successes']:
-          sizes[name] += measured[f'mean_{name}'] * measured['successes']
-    attacked = int(correct.sum())
-    return {'attacked': attacked, 'successes': successes,
-            'success_rate': successes / attacked if attacked else None,
-            **{f'mean_{k}': (v / successes if successes else None) for k, v in sizes.items()},
+      measured.append(attacks.measure(None, x, adversarial, aims, targeted=targeted,
+                                      predicted=self.predict(variables, adversarial)))
+    summary = attacks.combine(measured)
+    return {'attacked': summary['examples'], **summary,
             'adversarial': (jnp.asarray(np.concatenate(crafted)) if crafted else images),
             'correct': correct}
 

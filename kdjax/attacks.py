@@ -316,3 +316,15 @@ def measure(logits_fn: LogitsFn | None, images: jax.Array, adversarial: jax.Arra
   for name, size in sizes.items():
     out[f'mean_{name}'] = float(jnp.sum(jnp.where(success, size, 0)) / count) if count else None
   return out
+
+
+def combine(measured: list[dict]) -> dict:
+  """`measure` results of several batches as one: counts summed, sizes re-averaged."""
+  examples = sum(m['examples'] for m in measured)
+  successes = sum(m['successes'] for m in measured)
+  out = {'examples': examples, 'successes': successes,
+         'success_rate': successes / examples if examples else None}
+  for name in ('l0', 'l2', 'linf'):
+    total = sum(m[f'mean_{name}'] * m['successes'] for m in measured if m['successes'])
+    out[f'mean_{name}'] = total / successes if successes else None
+  return out

@@ -163,34 +163,28 @@ def attack_run(workdir: str, *, attack: str, eps: float, split: str | None = Non
   logits_fn = attacks.model_logits_fn(run.model, run.variables, run.info.mean, run.info.std)
   method = attack_fn(attack, run.info.num_classes)
   start = time.perf_counter()
-  totals = {'examples': 0, 'correct': 0, 'successes': 0}
-  sizes = {'l0': 0.0, 'l2': 0.0, 'linf': 0.0}
+  total, measured = 0, []
   for index, (images, labels) in enumerate(run.batches(tfds_split, batch_size)):
     images = jnp.asarray(images, jnp.float32) / 255.0
     labels = jnp.asarray(labels)
     correct = np.asarray(attacks.predictions(logits_fn, images) == labels)
-    totals['examples'] += len(labels)
+    total += len(labels)
     if not correct.any():
       continue
     images, labels = images[correct], labels[correct]
     adversarial, targets = method(logits_fn, images, labels, jax.random.PRNGKey(index),
                                   eps=eps, **options)
-    measured = attacks.measure(logits_fn, images, adversarial,
-                               labels if targets is None else targets,
-                               targeted=targets is not None)
-    totals['correct'] += measured['examples']
-    totals['successes'] += measured['successes']
-    for name in sizes:
-      if measured['successes']:
-        sizes[name] += measured[f'mean_{name}'] * measured['successes']
-  if not totals['examples']:
+    measured.append(attacks.measure(logits_fn, images, adversarial,
+                                    labels if targets is None else targets,
+                                    targeted=targets is not None))
+  if not total:
     raise KDError(f'--split={tfds_split!r} of {run.config.dataset} holds no examples')
+  summary = attacks.combine(measured)
   entry = {'attack': attack, 'eps': eps, 'options': options, 'split': tfds_split,
-           'examples': totals['examples'], 'correct_before': totals['correct'],
-           'success_rate': totals['successes'] / max(totals['correct'], 1),
-           'accuracy_under_attack': (totals['correct'] - totals['successes']) / totals['examples'],
-           **{f'mean_{name}': (value / totals['successes'] if totals['successes'] else None)
-              for name, value in sizes.items()},
+           'examples': total, 'correct_before': summary['examples'],
+           'success_rate': summary['success_rate'] or 0.0,
+           'accuracy_under_attack': (summary['examples'] - summary['successes']) / total,
+           **{k: summary[k] for k in ('mean_l0', 'mean_l2', 'mean_linf')},
            'seconds': round(time.perf_counter() - start, 2)}
   run.record(ROBUSTNESS_FILE, f'{attack} eps={eps:g}', entry)
   return entry

@@ -170,3 +170,17 @@ def test_evaluate_command_attacks_any_finished_run(mnist_model, mnist_data_dir, 
   assert entry['mean_l0'] <= 2 * (int(0.05 * 784) // 2)  # JSMA's feature budget
   assert evaluate.main([f'--workdir={workdir}', '--attack=pgd', '--eps=-1']) == 2
   assert capsys.readouterr().err == 'error: --eps=-1.0 must be > 0\n'
+
+
+def test_combine_weights_sizes_by_successes():
+  batches = [{'examples': 4, 'successes': 1, 'mean_l0': 10.0, 'mean_l2': 1.0, 'mean_linf': 0.1},
+             {'examples': 6, 'successes': 3, 'mean_l0': 2.0, 'mean_l2': 3.0, 'mean_linf': 0.3},
+             {'examples': 2, 'successes': 0, 'mean_l0': None, 'mean_l2': None,
+              'mean_linf': None}]
+  combined = attacks.combine(batches)
+  assert combined['examples'] == 12 and combined['successes'] == 4
+  assert combined['success_rate'] == pytest.approx(4 / 12)
+  assert combined['mean_l0'] == pytest.approx((10 + 3 * 2) / 4)
+  assert combined['mean_l2'] == pytest.approx((1 + 3 * 3) / 4)
+  assert combined['mean_linf'] == pytest.approx((0.1 + 0.9) / 4)
+  assert attacks.combine([])['mean_l2'] is None
