@@ -443,8 +443,12 @@ def validation_text(results: dict) -> str:
   if examples is None:  # older results.json: count the saved validation logits
     with np.load(os.path.join(first['workdir'], 'logits.npz')) as logits:
       examples = len(logits['validation'])
-  return (f'validation: seeded {100 * split["fraction"]:g} % of the training split '
-          f'(validation_seed {split["seed"]}), {examples:,} images, the same for every run; '
+  streamed = report.read_json(os.path.join(first['workdir'], 'results.json')).get(
+      'input_pipeline') == 'stream'
+  where = (f'the last {100 * split["fraction"]:.3g} % of the training split in stored order'
+           if streamed else f'seeded {100 * split["fraction"]:g} % of the training split '
+           f'(validation_seed {split["seed"]})')
+  return (f'validation: {where}, {examples:,} images, the same for every run; '
           'every choice below is made on it, the test set only gives the number reported')
 
 
