@@ -498,7 +498,8 @@ def save_figure(fig, ax, path: str, title: str) -> None:
   ax.set_title(title)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  if writes_files():
+    fig.savefig(path, dpi=100)
   plt.close(fig)
 
 
@@ -535,15 +536,30 @@ def write_report(stages: Stages, *, title: str, command: str,
   if notes:
     md.append(notes)
   text = '\n'.join(md)
-  with open(os.path.join(stages.workdir, 'report.md'), 'w') as f:
-    f.write(text)
   out = dict(data, rows=rows, selections=list(selections), validation=validation,
              wall_seconds=stages.wall_minutes() * 60, stage_minutes=stage_minutes,
              stages={name: r['workdir'] for name, r in stages.results.items()})
   if setup:
     out['setup'] = dataclasses.asdict(setup)
-  report.write_json(os.path.join(stages.workdir, 'report.json'), out)
+  if writes_files():  # in a multi-process job, process 0 writes the report
+    with open(os.path.join(stages.workdir, 'report.md'), 'w') as f:
+      f.write(text)
+    report.write_json(os.path.join(stages.workdir, 'report.json'), out)
   return text
+
+
+def writes_files() -> bool:
+  """Whether this process writes a launcher's shared files (process 0 of a job)."""
+  import jax
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits until every process of a multi-process job reaches `name`."""
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def chosen_text(chosen) -> str:
@@ -583,6 +599,7 @@ def launch(presets: dict[str, dict], body: Callable[[Stages, dict], str], *,
     if not WORKDIR.value:
       cli.fail('--workdir is required')
     cli.configure_cache()
+    cli.join_job()  # --coordinator: one job over many processes, as kdjax.main
     name = PRESET.value or default_preset
     if name not in presets:
       cli.fail(f'--preset={name} is unknown; known: {", ".join(presets)}')

@@ -15,8 +15,9 @@ crops). T is chosen on a validation split held out of the training images
 (its last 10,000 in stored order); the test split gives the numbers reported.
 Writes report.md, report.json and curves.png.
 
-Presets (bf16 compute on accelerators, streamed input, multi-host ready with
---coordinator as every kdjax command):
+Presets (bf16 compute on accelerators, streamed input; --coordinator joins a
+multi-process job as in kdjax.main, process 0 importing the teacher and
+writing the reports):
   standard  ResNet-50 → ResNet-18, the torchvision recipe: SGD 0.1 × B/256
             (momentum 0.9, weight decay 1e-4, no label smoothing), batch 256,
             100 epochs with the rate /10 at 30, 60, 90 (mdistiller's ImageNet
@@ -122,13 +123,15 @@ def import_teacher(stages: common.Stages, preset: dict) -> str:
   path = stages.path('teacher')
   if os.path.exists(os.path.join(path, 'results.json')):
     return path  # imported by an earlier invocation
-  if source == 'random':
-    source = os.path.join(stages.workdir, f'{preset["teacher"]}_random.npz')
-    os.makedirs(stages.workdir, exist_ok=True)
-    _write_random_weights(preset['teacher'], source)
-  image_size = QUICK_IMAGE_SIZE if stages.setup.quick else 224
-  weights.import_torchvision(arch=preset['teacher'], state_dict=source, workdir=path,
-                             dataset=stages.setup.dataset, image_size=image_size)
+  if common.writes_files():  # one process imports; the others wait and read it
+    if source == 'random':
+      source = os.path.join(stages.workdir, f'{preset["teacher"]}_random.npz')
+      os.makedirs(stages.workdir, exist_ok=True)
+      _write_random_weights(preset['teacher'], source)
+    image_size = QUICK_IMAGE_SIZE if stages.setup.quick else 224
+    weights.import_torchvision(arch=preset['teacher'], state_dict=source, workdir=path,
+                               dataset=stages.setup.dataset, image_size=image_size)
+  common.sync('imagenet_kd: teacher imported')
   return path
 
 
@@ -163,6 +166,7 @@ def teacher_results(stages: common.Stages, path: str) -> dict:
     print('== stage teacher: evaluating the imported weights ==', flush=True)
     evaluate.evaluate_run(path, data_dir=stages.setup.data_dir or None,
                           batch_size=_eval_batch(stages.setup))
+    common.sync('imagenet_kd: teacher evaluated')  # process 0 has written its accuracy
     results = report.read_json(os.path.join(path, 'results.json'))
   return dict(results, workdir=path)
 

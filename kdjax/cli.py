@@ -18,6 +18,21 @@ CACHE = flags.DEFINE_bool(
     '(--nocache: decode and compile afresh, write nothing there).')
 
 
+COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, 'HOST:PORT of process 0 in a multi-process job, or "auto" to '
+    'detect the cluster (SLURM, Cloud TPU, Kubernetes).')
+NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in the job.')
+
+
+def join_job() -> None:
+  """Joins the multi-process job the flags name (kdjax.main and every launcher)."""
+  if COORDINATOR.value:
+    init_distributed(COORDINATOR.value, NUM_PROCESSES.value, PROCESS_ID.value)
+  elif NUM_PROCESSES.value is not None or PROCESS_ID.value is not None:
+    fail('--num_processes and --process_id need --coordinator')
+
+
 def configure_cache() -> None:
   """Applies --cache_dir / --nocache (kdjax.caching) to this process."""
   from kdjax import caching

@@ -27,11 +27,6 @@ from kdjax import cli
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and results.')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator', None, 'HOST:PORT of process 0 in a multi-process job, or "auto" to '
-    'detect the cluster (SLURM, Cloud TPU, Kubernetes).')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index in the job.')
 
 
 def _config_argument(argv: list[str]) -> str | None:
@@ -123,10 +118,7 @@ def main(argv: list[str]) -> None:
   if config is None:
     cli.fail('--config is required (a file in configs/)')
   cli.configure_cache()
-  if _COORDINATOR.value:
-    cli.init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif _NUM_PROCESSES.value is not None or _PROCESS_ID.value is not None:
-    cli.fail('--num_processes and --process_id need --coordinator')
+  cli.join_job()
   # Import after flag parsing so that `--help` and flag errors are fast.
   # train_and_evaluate refuses a config that cannot run (kdjax.train.preflight)
   # before it writes anything into the workdir.
