@@ -184,3 +184,31 @@ def test_combine_weights_sizes_by_successes():
   assert combined['mean_l2'] == pytest.approx((1 + 3 * 3) / 4)
   assert combined['mean_linf'] == pytest.approx((0.1 + 0.9) / 4)
   assert attacks.combine([])['mean_l2'] is None
+
+
+def test_defensive_objective_by_hand():
+  """Papernot's losses: CE of softmax(z / T) for the teacher; for the student the
+  teacher's softmax(t / T) against softmax(s / T), without a T² factor."""
+  from kdjax import objectives
+  from kdjax.errors import ConfigError
+  logits = jnp.array([[2.0, 0.0, -2.0]])
+  teacher = jnp.array([[0.0, 4.0, 0.0]])
+  labels = jnp.array([0])
+  objective = objectives.defensive(train_temperature=2.0)
+  alone, _ = objective.loss({'logits': logits}, None, labels, {}, None)
+  z = np.array([1.0, 0.0, -1.0])  # logits / T
+  assert float(alone) == pytest.approx(-(z[0] - np.log(np.exp(z).sum())), rel=1e-6)
+  hp = {'temperature': 2.0, 'alpha': 1.0}
+  soft, _ = objective.loss({'logits': logits}, {'logits': teacher}, labels, hp, None)
+  p = np.exp([0.0, 2.0, 0.0]) / np.exp([0.0, 2.0, 0.0]).sum()
+  log_q = z - np.log(np.exp(z).sum())
+  assert float(soft) == pytest.approx(-(p * log_q).sum(), rel=1e-6)
+  mixed, _ = objective.loss({'logits': logits}, {'logits': teacher}, labels,
+                            {'temperature': 2.0, 'alpha': 0.25}, None)
+  assert float(mixed) == pytest.approx(0.25 * float(soft) + 0.75 * float(alone), rel=1e-6)
+  config = config_lib.default()
+  config.train_temperature = 10.0
+  with pytest.raises(ConfigError, match="only with distill.objective='defensive'"):
+    config_lib.validate(config)
+  config.distill.objective = 'defensive'
+  config_lib.validate(config)
