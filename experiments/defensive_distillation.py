@@ -93,7 +93,7 @@ class Attacker:
     num_classes = dataset.num_classes
 
     def jsma(f, x, y, key):
-      targets = (y + 1 + jax.random.randint(key, y.shape, 0, num_classes - 1)) % num_classes
+      targets = attacks.other_class(key, y, num_classes)
       return attacks.jsma(f, x, targets, gamma=gamma), targets
 
     suite = {
@@ -149,7 +149,6 @@ def _rate(value) -> str:
 
 def body(stages: common.Stages, preset: dict) -> str:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from kdjax import attacks  # pylint: disable=import-outside-toplevel
   setup, quick = stages.setup, stages.setup.quick
   temperatures = tuple(preset['temperatures'])
   examples = ATTACK_EXAMPLES.value or (QUICK_EXAMPLES if quick else preset['attack_examples'])

@@ -60,6 +60,11 @@ def model_logits_fn(model, variables, mean, std) -> LogitsFn:
   return logits_fn
 
 
+def other_class(key: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+  """A uniformly drawn class other than each label: a targeted attack's target."""
+  return (labels + 1 + jax.random.randint(key, labels.shape, 0, num_classes - 1)) % num_classes
+
+
 def predictions(logits_fn: LogitsFn, images: jax.Array) -> jax.Array:
   return jnp.argmax(logits_fn(images), axis=-1)
 

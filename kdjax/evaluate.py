@@ -47,9 +47,7 @@ class _Run:
     from kdjax.data import catalog, stream  # pylint: disable=import-outside-toplevel
     from kdjax.train import checkpoint  # pylint: disable=import-outside-toplevel
     self.config, self.results = teacher.read_run(self.workdir)
-    if 'members' in self.results:
-      raise KDError(f'--workdir={self.workdir} is a sweep; name one member, e.g. ' + os.path.join(
-          self.workdir, 'members', self.results['members'][0]['label']))
+    teacher.refuse_sweep(self.results, self.workdir, '--workdir')
     self.data_dir = data_dir
     self.dataset = catalog.get_info(self.config.dataset)
     self.info = stream.describe(self.config.dataset, data_dir=data_dir,
@@ -74,8 +72,7 @@ class _Run:
       raise KDError(f'--split={tfds_split!r}: {str(e).strip().splitlines()[0]}') from None
 
   def record(self, filename: str, key: str, entry: dict) -> None:
-    import jax  # pylint: disable=import-outside-toplevel
-    if jax.process_index() == 0:
+    if _is_writer():
       path = os.path.join(self.workdir, filename)
       recorded = report.read_json(path) if os.path.exists(path) else {}
       recorded[key] = entry
@@ -202,11 +199,10 @@ def attack_fn(name: str, num_classes: int):
   (Papernot et al.'s success: the target is reached).
   """
   from kdjax import attacks  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
 
   def jsma(f, x, y, key, eps, **options):
     del eps
-    other = (y + 1 + jax.random.randint(key, y.shape, 0, num_classes - 1)) % num_classes
+    other = attacks.other_class(key, y, num_classes)
     return attacks.jsma(f, x, other, **options), other
 
   return {

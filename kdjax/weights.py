@@ -287,6 +287,7 @@ def export(workdir: str, out: str) -> int:
   from kdjax.train import teacher  # pylint: disable=import-outside-toplevel
   teacher.check_workdir(workdir)
   _, results = teacher.read_run(workdir)
+  teacher.refuse_sweep(results, workdir, '--workdir')
   variables = checkpoint_lib.restore_variables(workdir, results['final_checkpoint_epoch'])
   try:
     tensors = variables_to_torchvision(variables)

@@ -48,6 +48,13 @@ def read_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   return teacher_config, results
 
 
+def refuse_sweep(results: dict, workdir: str, flag: str) -> None:
+  """ConfigError when `workdir` (given as `flag`) holds a sweep rather than one run."""
+  if 'members' in results:
+    raise ConfigError(f'{flag}={workdir} is a sweep; name one member, '
+                      f'e.g. {os.path.join(workdir, "members", results["members"][0]["label"])}')
+
+
 def check(config: ml_collections.ConfigDict) -> None:
   """Refuses, in one line, a teacher this student cannot learn from.
 
@@ -60,9 +67,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   workdir = os.path.abspath(config.teacher.workdir)
   check_workdir(workdir)
   teacher_config, results = read_run(workdir)
-  if 'members' in results:
-    raise ConfigError(f'config.teacher.workdir={workdir} is a sweep; name one member, '
-                      f'e.g. {os.path.join(workdir, "members", results["members"][0]["label"])}')
+  refuse_sweep(results, workdir, 'config.teacher.workdir')
   if results.get('diverged'):
     raise ConfigError(f'config.teacher.workdir={workdir} is a run that diverged; '
                       'choose another teacher')
