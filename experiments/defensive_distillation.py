@@ -25,9 +25,12 @@ which attacks the defence stops; figures `success_vs_eps.png`,
 
 Presets (seed 001's recipe: SGD 0.01, momentum 0.9, Nesterov, weight decay
 1e-6, batch 128, no augmentation; T ∈ {1, 2, 5, 10, 20, 40, 100}):
-  mnist    papernot_mnist on MNIST (Papernot: 50 epochs; here 4 so that the
-           whole run fits in 45 minutes on 2 CPU cores).
-  cifar10  papernot_cifar on CIFAR-10, 50 epochs.
+  mnist    papernot_mnist on MNIST, sized to finish in 45 minutes on 2 CPU
+           cores: T in {1, 10, 100}, 1 epoch (Papernot: 50), PGD 20 steps,
+           C&W 4 x 50 steps on the first 100 images, the success-vs-eps curves
+           on the first 200.
+  cifar10  papernot_cifar on CIFAR-10, all seven T, 50 epochs, PGD 20 steps,
+           C&W 5 x 100 steps, every attack on 1,000 images.
 """
 
 import os
@@ -45,16 +48,18 @@ TEMPERATURES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0)
 # --quick: every attack and figure on 16 images, with few iterations.
 QUICK_EXAMPLES, QUICK_JSMA_EXAMPLES, QUICK_STEPS, QUICK_JSMA_GAMMA = 16, 8, 3, 0.02
 PRESETS = {
-    'mnist': dict(recipe='papernot', dataset='mnist', model='papernot_mnist', epochs=4,
-                  temperatures=TEMPERATURES, attack_examples=1000, eps=0.3,
-                  curve_eps=(0.05, 0.1, 0.2, 0.3), pgd_steps=40, cw_steps=100,
-                  cw_binary_steps=5, jsma_gamma=0.145, jsma_examples=100,
+    'mnist': dict(recipe='papernot', dataset='mnist', model='papernot_mnist', epochs=1,
+                  temperatures=(1.0, 10.0, 100.0), attack_examples=1000, eps=0.3,
+                  curve_eps=(0.05, 0.1, 0.2, 0.3), curve_examples=200, pgd_steps=20,
+                  cw_steps=50, cw_binary_steps=4, cw_examples=100, jsma_gamma=0.145,
+                  jsma_examples=100,
                   reference={'papernot': 'JSMA success 95.89 % (undefended) → 0.45 % (T = 100)',
                              'seed001': '65–70 % of examples defended at eps 0.1 (FGSM, PGD)'}),
     'cifar10': dict(recipe='papernot', dataset='cifar10', model='papernot_cifar', epochs=50,
                     temperatures=TEMPERATURES, attack_examples=1000, eps=8 / 255,
-                    curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255), pgd_steps=20,
-                    cw_steps=100, cw_binary_steps=5, jsma_gamma=0.145, jsma_examples=100,
+                    curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255), curve_examples=1000,
+                    pgd_steps=20, cw_steps=100, cw_binary_steps=5, cw_examples=1000,
+                    jsma_gamma=0.145, jsma_examples=100,
                     reference={'papernot': 'JSMA success 87.89 % (undefended) → 5.11 % (T = 100)',
                                'seed001': 'FGSM and PGD at eps 0.1'}),
 }
@@ -172,6 +177,8 @@ def body(stages: common.Stages, preset: dict) -> str:
   images = jnp.asarray(dataset.test.images[:examples], jnp.float32) / 255.0
   labels = jnp.asarray(dataset.test.labels[:examples])
   jsma_limit = QUICK_JSMA_EXAMPLES if quick else preset['jsma_examples']
+  limits = {'JSMA': jsma_limit,
+            'C&W L2': min(examples, QUICK_JSMA_EXAMPLES if quick else preset['cw_examples'])}
   results, logit_norms, variables = {}, {}, {}
   for name, workdir in networks.items():
     variables[name] = _variables(workdir)
@@ -180,10 +187,12 @@ def body(stages: common.Stages, preset: dict) -> str:
     print(f'== attacks on {name} ==', flush=True)
     results[name] = {}
     for attack, fn in attacker.suite.items():
-      limit = jsma_limit if attack == 'JSMA' else examples
+      limit = limits.get(attack, examples)
       results[name][attack] = attacker.run(fn, variables[name], images[:limit], labels[:limit],
                                            targeted=attack in attacker.targeted)
-  curves = _success_vs_eps(attacker, variables, images, labels, preset)
+  curve_limit = examples if quick else min(examples, preset['curve_examples'])
+  curves = _success_vs_eps(attacker, variables, images[:curve_limit], labels[:curve_limit],
+                           preset)
   transfer = _transfer(attacker, variables, results, labels, temperatures[-1])
   _plot(stages.workdir, curves, logit_norms, temperatures)
   table = []
@@ -203,7 +212,8 @@ def body(stages: common.Stages, preset: dict) -> str:
   steps = QUICK_STEPS if quick else preset['pgd_steps']
   eps_text = f'eps {preset["eps"]:g} (L∞) for FGSM and PGD ({steps} steps)'
   notes = (f'{verdict}\n\nAttacked: the first {examples} test images each network classifies '
-           f'correctly (JSMA: the first {jsma_limit}); '
+           f'correctly (C&W: the first {limits["C&W L2"]}, JSMA: the first {jsma_limit}, '
+           f'success against eps: the first {curve_limit}); '
            f'{eps_text}; success = the prediction changes (JSMA: the random target is '
            'reached). Nothing is chosen, so no validation split is used for a choice.\n\n'
            f'Published: Papernot et al. 2016, {preset["reference"]["papernot"]}; seed 001, '
