@@ -26,10 +26,9 @@ which attacks the defence stops; figures `success_vs_eps.png`,
 Presets (seed 001's recipe: SGD 0.01, momentum 0.9, Nesterov, weight decay
 1e-6, batch 128, no augmentation; T ∈ {1, 2, 5, 10, 20, 40, 100}):
   mnist    papernot_mnist on MNIST, sized to finish in 45 minutes on 2 CPU
-           cores: T in {1, 10, 100}, one epoch on 20,000 training images
-           (Papernot: 50 epochs on all), PGD 20 steps, C&W 4 x 50 steps and JSMA
-           on the first 100 test images, the success-vs-eps curves on the first
-           100, every other attack on 1,000.
+           cores: T in {1, 10, 100}, one epoch (Papernot: 50), PGD 20 steps,
+           C&W 4 x 50 steps and JSMA on the first 100 test images, the
+           success-vs-eps curves on the first 100, every other attack on 1,000.
   cifar10  papernot_cifar on CIFAR-10, all seven T, 50 epochs, PGD 20 steps,
            C&W 5 x 100 steps, every attack on 1,000 images.
 """
@@ -50,7 +49,7 @@ TEMPERATURES = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0, 100.0)
 QUICK_EXAMPLES, QUICK_JSMA_EXAMPLES, QUICK_STEPS, QUICK_JSMA_GAMMA = 16, 8, 3, 0.02
 PRESETS = {
     'mnist': dict(recipe='papernot', dataset='mnist', model='papernot_mnist', epochs=1,
-                  train_examples=20000, temperatures=(1.0, 10.0, 100.0),
+                  temperatures=(1.0, 10.0, 100.0),
                   attack_examples=1000, eps=0.3, curve_eps=(0.05, 0.1, 0.2, 0.3),
                   curve_examples=100, pgd_steps=20,
                   cw_steps=50, cw_binary_steps=4, cw_examples=100, jsma_gamma=0.145,

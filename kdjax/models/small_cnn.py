@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import compute_dtype, register
+from kdjax.models import compute_dtype, layers, register
 
 
 class SmallCNN(nn.Module):
@@ -60,7 +60,8 @@ class SmallCNN(nn.Module):
     for stage, widths in enumerate(self.stages, start=1):
       for index, width in enumerate(widths):
         x = nn.Conv(width, (3, 3), padding=self.padding, dtype=self.dtype,
-                    name=f'stage{stage}_conv{index}')(x)
+                    name=f'stage{stage}_conv{index}',
+                    conv_general_dilated=layers.conv_general_dilated)(x)
         x = nn.relu(x)
       features[f'stage{stage}'] = x
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')

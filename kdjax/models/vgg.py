@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import compute_dtype, register
+from kdjax.models import compute_dtype, layers, register
 
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 
@@ -67,7 +67,8 @@ class VGG(nn.Module):
         zip(self.stages, self.pool_after), start=1):
       for index, width in enumerate(widths):
         x = nn.Conv(width, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype,
-                    name=f'stage{stage}_conv{index}')(x)
+                    name=f'stage{stage}_conv{index}',
+                    conv_general_dilated=layers.conv_general_dilated)(x)
         x = nn.relu(norm(name=f'stage{stage}_bn{index}')(x))
       features[f'stage{stage}'] = x
       if pool:
