@@ -86,8 +86,10 @@ def attack_loss(logits: jax.Array, labels: jax.Array, *, loss: str, targeted: bo
   if loss == 'ce':
     value = -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=-1)[:, 0]
   elif loss == 'softmax_ce':
-    probabilities = jax.nn.softmax(logits)
-    value = -jnp.log(jnp.take_along_axis(probabilities, labels[:, None], axis=-1)[:, 0])
+    probability = jnp.take_along_axis(jax.nn.softmax(logits), labels[:, None], axis=-1)[:, 0]
+    # A probability that underflowed to 0 has no gradient (as a saturated one):
+    # −log is taken of at least the smallest normal float, never of 0.
+    value = -jnp.log(jnp.maximum(probability, jnp.finfo(probability.dtype).tiny))
   elif loss == 'margin':
     value = _margin(logits, labels)
   else:
@@ -236,10 +238,19 @@ def carlini_wagner_l2(logits_fn: LogitsFn, images: jax.Array, labels: jax.Array 
   return best
 
 
-@functools.partial(jax.jit, static_argnames=('logits_fn', 'gamma', 'theta'))
+JSMA_OUTPUTS = ('logits', 'probabilities')
+
+
+@functools.partial(jax.jit, static_argnames=('logits_fn', 'gamma', 'theta', 'output'))
 def jsma(logits_fn: LogitsFn, images: jax.Array, targets: jax.Array, *, theta: float = 1.0,
-         gamma: float = 0.145) -> jax.Array:
+         gamma: float = 0.145, output: str = 'logits') -> jax.Array:
   """Papernot et al.'s saliency-map attack towards `targets`, two features at a time.
+
+  `output`: whose forward derivative guides the search, the logits z or the
+  softmax probabilities F (Papernot et al. 2016's attack on defensive
+  distillation). On the probabilities Σ_j F_j = 1, so β = −α and the pair
+  with the largest α wins; where the softmax saturates every derivative is
+  0 in float32 and the attack stops where it is.
 
   Features (pixels × channels) still movable in the direction of `theta`
   form the search domain; each iteration picks the pair (p, q) maximising
@@ -249,6 +260,8 @@ def jsma(logits_fn: LogitsFn, images: jax.Array, targets: jax.Array, *, theta: f
   at most ⌊gamma · features / 2⌋ iterations, so at most that many pairs
   change (`gamma` = 0.145: Papernot's 14.5 % budget on MNIST).
   """
+  if output not in JSMA_OUTPUTS:
+    raise ValueError(f'output={output!r} must be one of {JSMA_OUTPUTS}')
   batch = images.shape[0]
   shape = images.shape
   features = images[0].size
@@ -256,7 +269,10 @@ def jsma(logits_fn: LogitsFn, images: jax.Array, targets: jax.Array, *, theta: f
 
   def gradients(x):
     """∂z_t/∂x and Σ_{j≠t} ∂z_j/∂x per example: two pullbacks, not one per class."""
-    logits, pullback = jax.vjp(logits_fn, x.reshape(shape))
+    if output == 'probabilities':
+      logits, pullback = jax.vjp(lambda v: jax.nn.softmax(logits_fn(v)), x.reshape(shape))
+    else:
+      logits, pullback = jax.vjp(logits_fn, x.reshape(shape))
     target_hot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
     target_grad, all_grad = jax.vmap(lambda e: pullback(e)[0])(
         jnp.stack([target_hot, jnp.ones_like(logits)]))
@@ -302,7 +318,8 @@ def measure(logits_fn: LogitsFn | None, images: jax.Array, adversarial: jax.Arra
   """Success rate and perturbation sizes of an attack on a batch.
 
   Untargeted success: the prediction on the adversarial example differs
-  from `labels`; targeted: it equals them. L0 counts changed features
+  from `labels`; targeted: it equals them. An example with a non-finite
+  feature is never a success. L0 counts changed features
   (pixels × channels), L2 and L∞ are over all features; sizes are means
   over successful examples (None when none succeeded). `predicted` (the
   model's predictions on `adversarial`, when already computed) spares the
@@ -311,6 +328,8 @@ def measure(logits_fn: LogitsFn | None, images: jax.Array, adversarial: jax.Arra
   if predicted is None:
     predicted = predictions(logits_fn, adversarial)
   success = (predicted == labels) if targeted else (predicted != labels)
+  finite = jnp.all(jnp.isfinite(adversarial.reshape(images.shape[0], -1)), axis=-1)
+  success = success & finite
   delta = (adversarial - images).reshape(images.shape[0], -1)
   sizes = {'l0': jnp.sum(jnp.abs(delta) > 1e-6, axis=-1).astype(jnp.float32),
            'l2': jnp.sqrt(jnp.sum(jnp.square(delta), axis=-1)),

@@ -57,11 +57,11 @@ def test_benchmark_prints_its_table(tmp_path, mnist_data_dir, monkeypatch):
   out = _run('experiments.benchmark', ['--quick', '--repeats=1', f'--json={tmp_path}/b.json'])
   assert out.returncode == 0, out.stderr[-3000:]
   for fragment in ('teacher train step', 'cached teacher logits', '3x3 grid vectorised',
-                   'host loop', 'streamed from TFDS', 'peak resident memory',
+                   'host loop', 'streamed from TFDS', "kdjax's convolution", 'peak resident memory',
                    '| ratio | measured | target |'):
     assert fragment in out.stdout, out.stdout
   data = json.loads((tmp_path / 'b.json').read_text())
-  assert len(data['ratios']) == 9 and all(r['value'] > 0 for r in data['ratios'])
+  assert len(data['ratios']) == 10 and all(r['value'] > 0 for r in data['ratios'])
   # (f), quick: the distillation command, cold and warm cache; the warm one
   # compiles less and reaches its first step sooner.
   commands = data['whole_commands']

@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+import tests
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -40,7 +42,7 @@ def _results(workdir) -> dict:
 
 def _two_processes(workdir, data_dir, pipeline):
   port = _free_port()
-  env = dict(os.environ, XLA_FLAGS='')
+  env = dict(os.environ, XLA_FLAGS=tests.xla_flags())
   procs = [subprocess.Popen(_args(workdir, data_dir, pipeline) + [
       f'--coordinator=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -55,7 +57,7 @@ def _two_processes(workdir, data_dir, pipeline):
 
 def test_two_processes_equal_one_process_with_two_devices(mnist_data_dir, tmp_path):
   cluster = _two_processes(tmp_path / 'cluster', mnist_data_dir, 'device')
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(os.environ, XLA_FLAGS=tests.xla_flags('--xla_force_host_platform_device_count=2'))
   out = subprocess.run(_args(tmp_path / 'single', mnist_data_dir, 'device'), cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=400)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+import tests
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ['--config=configs/mnist_student.py', '--config.model.hidden=(32,)',
          '--config.batch_size=256', '--config.train_examples=8192']
@@ -185,7 +187,7 @@ def test_teacher_with_other_classes_or_input_shape_is_refused(mnist_data_dir, tm
 
 
 def test_batch_size_not_divisible_by_the_devices(mnist_data_dir, tmp_path):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  env = dict(os.environ, XLA_FLAGS=tests.xla_flags('--xla_force_host_platform_device_count=4'),
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-m', 'kdjax.main', *SMALL, f'--workdir={tmp_path}/run',
                         '--config.batch_size=30', f'--config.data_dir={mnist_data_dir}'],

@@ -13,6 +13,7 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+import tests
 from kdjax import models
 from kdjax.train import step as step_lib
 
@@ -284,7 +285,7 @@ _SHARDED_SCRIPT = textwrap.dedent('''
 
 def test_four_device_step_equals_single_device_step():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+  env = dict(os.environ, XLA_FLAGS=tests.xla_flags('--xla_force_host_platform_device_count=4'),
              JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', _SHARDED_SCRIPT, root], env=env, cwd=root,
                        capture_output=True, text=True, timeout=300)
