@@ -120,6 +120,40 @@ def test_jsma_stays_within_its_feature_budget(mnist_model):
   assert np.all(np.asarray(adversarial) >= np.asarray(images))  # theta = +1 only raises
 
 
+def test_jsma_on_the_probabilities_stops_where_the_softmax_saturates(mnist_model):
+  """Papernot's JSMA follows the softmax's derivative: it works on the plain
+  network, stands still on logits x 100 (every derivative is 0 in float32),
+  and the same search on the logits is not fooled by the scale."""
+  logits_fn, images, labels, _ = mnist_model
+  images, labels = images[:20], labels[:20]
+  targets = (labels + 1) % 10
+  saturated = lambda x: 100.0 * logits_fn(x)
+
+  def success(fn, output):
+    adversarial = attacks.jsma(fn, images, targets, gamma=0.1, output=output)
+    return attacks.measure(fn, images, adversarial, targets, targeted=True)
+
+  assert success(logits_fn, 'probabilities')['success_rate'] > 0.5
+  stuck = success(saturated, 'probabilities')
+  assert stuck['success_rate'] <= 0.1, stuck
+  assert success(saturated, 'logits')['success_rate'] > 0.5
+  with pytest.raises(ValueError, match='output'):
+    attacks.jsma(logits_fn, images, targets, output='features')
+
+
+def test_pgd_on_a_saturated_softmax_stays_finite(mnist_model):
+  """−log of a probability that underflowed to 0 has no gradient, not a NaN one."""
+  logits_fn, images, labels, _ = mnist_model
+  saturated = lambda x: 1000.0 * logits_fn(x)
+  # Labels the network is sure are wrong: their probability is exactly 0.
+  wrong = (attacks.predictions(saturated, images[:20]) + 1) % 10
+  adversarial = attacks.pgd(saturated, images[:20], wrong, jax.random.PRNGKey(0),
+                            eps=0.3, steps=10, loss='softmax_ce')
+  assert np.all(np.isfinite(np.asarray(adversarial)))
+  nan = jnp.full_like(images[:2], jnp.nan)
+  assert attacks.measure(logits_fn, images[:2], nan, labels[:2])['successes'] == 0
+
+
 def test_attacks_agree_with_foolbox(mnist_model):
   """foolbox 3.3.4 (a test-only dependency) on the same network and images: FGSM and
   the L2 fast gradient within 1e-2 of its unit step (median 1e-4: float32
