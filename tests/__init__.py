@@ -9,9 +9,11 @@ It changes how fast the code runs, not what it computes; two runs a test
 compares are compiled alike.
 """
 
+import os
+
 XLA_FLAGS = '--xla_backend_optimization_level=0'
 
 
 def xla_flags(*extra: str) -> str:
-  """XLA_FLAGS for a process a test starts: the suite's flags and `extra`."""
-  return ' '.join((XLA_FLAGS, *extra))
+  """XLA_FLAGS for a process a test starts: the test process's flags and `extra`."""
+  return ' '.join((os.environ.get('XLA_FLAGS', XLA_FLAGS), *extra))

@@ -7,9 +7,11 @@ import pytest
 
 import tests
 
-# Before JAX compiles anything: see tests/__init__.py.
-os.environ['XLA_FLAGS'] = ' '.join(
-    filter(None, (os.environ.get('XLA_FLAGS', ''), tests.XLA_FLAGS)))
+# Before JAX compiles anything: see tests/__init__.py. A level already set in
+# $XLA_FLAGS is kept.
+if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = ' '.join(
+      filter(None, (os.environ.get('XLA_FLAGS', ''), tests.XLA_FLAGS)))
 # One cache of decoded datasets and compiled programs for the whole test run,
 # shared by the xdist workers and the processes tests start; a new run starts
 # empty, as CI does.
