@@ -127,7 +127,7 @@ def main(argv):
   import optax
 
   from kdjax import models
-  from kdjax.train import optim, step as step_lib
+  from kdjax.train import step as step_lib
 
   quick, repeats = FLAGS.quick, FLAGS.repeats
   num_examples = 2048 if quick else 60000

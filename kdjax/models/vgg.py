@@ -28,7 +28,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.errors import ConfigError
 from kdjax.models import compute_dtype, layers, register
 
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
