@@ -266,13 +266,11 @@ def jsma(logits_fn: LogitsFn, images: jax.Array, targets: jax.Array, *, theta: f
   shape = images.shape
   features = images[0].size
   iterations = int(gamma * features) // 2
+  guide = (lambda v: jax.nn.softmax(logits_fn(v))) if output == 'probabilities' else logits_fn
 
   def gradients(x):
     """∂z_t/∂x and Σ_{j≠t} ∂z_j/∂x per example: two pullbacks, not one per class."""
-    if output == 'probabilities':
-      logits, pullback = jax.vjp(lambda v: jax.nn.softmax(logits_fn(v)), x.reshape(shape))
-    else:
-      logits, pullback = jax.vjp(logits_fn, x.reshape(shape))
+    logits, pullback = jax.vjp(guide, x.reshape(shape))
     target_hot = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
     target_grad, all_grad = jax.vmap(lambda e: pullback(e)[0])(
         jnp.stack([target_hot, jnp.ones_like(logits)]))

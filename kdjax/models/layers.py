@@ -65,12 +65,15 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   return dot('nhwkgc,kcgo->nhwgo', patches, kernel).reshape(*windows[0].shape[:3], out)
 
 
+# Flax's Conv computing with `conv_general_dilated`: every kdjax conv is one of these.
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+
+
 def conv(features: int, kernel: int, stride: int, dtype, name: str, groups: int = 1) -> nn.Conv:
   """A bias-free conv padded by kernel // 2 on each side, as PyTorch pads (grouped if asked)."""
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False,
-                 feature_group_count=groups, kernel_init=CONV_INIT, dtype=dtype, name=name,
-                 conv_general_dilated=conv_general_dilated)
+  return Conv(features, (kernel, kernel), strides=(stride, stride),
+              padding=[(kernel // 2, kernel // 2)] * 2, use_bias=False,
+              feature_group_count=groups, kernel_init=CONV_INIT, dtype=dtype, name=name)
 
 
 def batch_norm(train: bool, dtype):

@@ -59,9 +59,8 @@ class SmallCNN(nn.Module):
     x = images.astype(self.dtype)
     for stage, widths in enumerate(self.stages, start=1):
       for index, width in enumerate(widths):
-        x = nn.Conv(width, (3, 3), padding=self.padding, dtype=self.dtype,
-                    name=f'stage{stage}_conv{index}',
-                    conv_general_dilated=layers.conv_general_dilated)(x)
+        x = layers.Conv(width, (3, 3), padding=self.padding, dtype=self.dtype,
+                        name=f'stage{stage}_conv{index}')(x)
         x = nn.relu(x)
       features[f'stage{stage}'] = x
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')

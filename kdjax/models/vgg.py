@@ -65,9 +65,8 @@ class VGG(nn.Module):
     for stage, (widths, pool) in enumerate(
         zip(self.stages, self.pool_after), start=1):
       for index, width in enumerate(widths):
-        x = nn.Conv(width, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype,
-                    name=f'stage{stage}_conv{index}',
-                    conv_general_dilated=layers.conv_general_dilated)(x)
+        x = layers.Conv(width, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype,
+                        name=f'stage{stage}_conv{index}')(x)
         x = nn.relu(norm(name=f'stage{stage}_bn{index}')(x))
       features[f'stage{stage}'] = x
       if pool:
