@@ -57,6 +57,11 @@ def test_one_epoch_writes_results_and_reaches_95_percent(student_run):
   assert results['epochs'] == 1 and results['num_train_examples'] == 60000
   assert results['train_seconds'] > 0 and results['examples_per_second'] > 0
   assert results['flops_per_example'] > 2 * 784 * 800
+  # One step as XLA counts it (taken from the compiled epoch, whose loop body
+  # it counts once): 2 × batch × (forward + weight gradients + input gradients
+  # of every layer but the first) multiply-adds, plus elementwise work.
+  weights = 784 * 800 + 800 * 800 + 800 * 10
+  assert 1.0 < results['train_step_flops'] / (2 * 128 * (3 * weights - 784 * 800)) < 1.1
   assert results['config']['model']['hidden'] == [800, 800]
   assert [h['epoch'] for h in results['history']] == [1]
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', '1'))

@@ -104,6 +104,7 @@ class DeviceFeed:
         name: replicated(mesh, step_lib.pad_to_multiple(split.images, config.eval_batch_size))
         for name, split in splits.items()}
     self._epoch = None
+    self.step_flops = None  # XLA's count of one train step, once compiled
 
   def cache_teacher_logits(self, teacher_predict, teacher_variables) -> None:
     """Adds the teacher's logits of every training image to the on-device data."""
@@ -131,8 +132,11 @@ class DeviceFeed:
                                    steps_per_epoch=self.steps_per_epoch, num_members=num_members,
                                    member_orders=member_orders, input_groups=input_groups)
     start = time.perf_counter()
-    self._epoch = epoch_fn.lower(state, self.data, teacher_variables, hparams,
-                                 data_rng).compile()
+    lowered = epoch_fn.lower(state, self.data, teacher_variables, hparams, data_rng)
+    # XLA's cost analysis counts a loop's body once: the scanned step's count
+    # (plus the epoch's shuffle, a sort of the example indices).
+    self.step_flops = step_lib.lowered_flops(lowered)
+    self._epoch = lowered.compile()
     return time.perf_counter() - start
 
   def run_epoch(self, state, teacher_variables, hparams, data_rng, epoch: int, stop_requested):
@@ -176,6 +180,7 @@ class StreamFeed:
     self._sharding = NamedSharding(mesh, P('data'))
     self.labels = {}
     self._step = None
+    self.step_flops = None  # XLA's count of one train step, once compiled
 
   def batch_shapes(self, member_orders: bool = False, num_members: int = 0) -> dict:
     del member_orders, num_members  # streamed members share the batches
@@ -194,8 +199,10 @@ class StreamFeed:
     if num_members:
       step_fn = step_lib.vectorise(train_step, input_groups=input_groups)
     start = time.perf_counter()
-    self._step = jax.jit(step_fn, donate_argnums=0).lower(
-        state, self.batch_shapes(), teacher_variables, hparams).compile()
+    lowered = jax.jit(step_fn, donate_argnums=0).lower(
+        state, self.batch_shapes(), teacher_variables, hparams)
+    self.step_flops = step_lib.lowered_flops(lowered)
+    self._step = lowered.compile()
     return time.perf_counter() - start
 
   def run_epoch(self, state, teacher_variables, hparams, data_rng, epoch: int, stop_requested):

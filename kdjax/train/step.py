@@ -317,7 +317,13 @@ def train_step_flops(train_step: Callable, state, batch, teacher_variables, hpar
   step_fn = train_step
   if num_members:
     step_fn = vectorise(train_step, member_orders=member_orders, input_groups=input_groups)
-  cost = jax.jit(step_fn).lower(state, batch, teacher_variables, hparams).cost_analysis()
+  return lowered_flops(jax.jit(step_fn).lower(state, batch, teacher_variables, hparams))
+
+
+def lowered_flops(lowered) -> float | None:
+  """XLA's operation count of a lowered program (a loop's body counted once); None if
+  the backend gives none."""
+  cost = lowered.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
   return float(cost['flops']) if cost and 'flops' in cost else None
