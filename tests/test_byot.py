@@ -202,3 +202,39 @@ def test_preset_runs_to_the_end(name, preset_env, tmp_path, monkeypatch):  # noq
   # Mock data: CIFAR-100 for `paper`, CIFAR-10 for `seed000`, Fashion-MNIST for `cpu`.
   monkeypatch.setitem(test_presets.EXTRA_CHECKS, 'byot', _check_byot)
   test_presets.run_and_check('byot', name, preset_env, tmp_path)
+
+
+@pytest.mark.parametrize('name', ['seed000', 'paper', 'cpu'])
+def test_every_preset_builds_valid_configs(name):
+  from absl import flags
+  from experiments import byot as launcher
+  from experiments import common
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(['pytest'])
+  preset = launcher.PRESETS[name]
+  setup, _ = common.make_setup(preset)
+  setup.model_options = launcher._model_options(preset)  # pylint: disable=protected-access
+  plain = setup.config(preset['base'])
+  with_exits = config_lib.override(setup.config('multi_exit'), {'distill.objective': 'byot'})
+  for c in (plain, with_exits):
+    config_lib.validate(c)
+    assert c.validation_fraction == 0.1 and c.dataset == preset['dataset']
+  assert with_exits.model.base == preset['base']
+  assert tuple(with_exits.model.exits) == tuple(preset['exits'])
+  if name != 'cpu':  # the BYOT code's CIFAR recipe
+    assert (with_exits.optimizer.name, with_exits.optimizer.learning_rate,
+            with_exits.optimizer.weight_decay, with_exits.batch_size) == ('sgd', 0.1, 5e-4, 128)
+    assert tuple(with_exits.schedule.boundaries) == (75, 130, 180)
+  assert preset['dataset'] == {'seed000': 'cifar10', 'paper': 'cifar100',
+                               'cpu': 'fashion_mnist'}[name]
+
+
+def test_an_unknown_preset_fails_in_one_line(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, '-m', 'experiments.byot', f'--workdir={tmp_path}/run',
+                        '--preset=nope'], cwd=root, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2 and 'Traceback' not in out.stderr
+  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
+  assert len(errors) == 1 and 'known: seed000, paper, cpu' in errors[0], out.stderr[-2000:]
