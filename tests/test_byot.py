@@ -238,3 +238,29 @@ def test_an_unknown_preset_fails_in_one_line(tmp_path):
   assert out.returncode == 2 and 'Traceback' not in out.stderr
   errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'known: seed000, paper, cpu' in errors[0], out.stderr[-2000:]
+
+
+def test_a_vectorised_seed_sweep_evaluates_every_member_at_every_exit(preset_env,  # noqa: F811
+                                                                       tmp_path):
+  # Mock MNIST (preset_env): the sweep's path, not its accuracy.
+  from configs import mnist_student
+  from kdjax.train import loop
+  c = mnist_student.get_config()
+  c.data_dir = preset_env
+  c.model = c.model.__class__({'name': 'multi_exit', 'base': 'cifar_resnet',
+                               'blocks': (1, 1, 1), 'widths': (4, 4, 8, 8), 'exits': (1, 2)})
+  c = config_lib.override(c, {
+      'distill.objective': 'byot', 'train_examples': 0, 'batch_size': 16, 'num_epochs': 1,
+      'validation_fraction': 0.25, 'sweep.seed': (0, 1), 'sweep.mode': 'vmap',
+      'eval_batch_size': 16})
+  results = loop.train_and_evaluate(c, str(tmp_path / 'run'))
+  assert [e['name'] for e in results['exits']] == ['exit1', 'exit2', 'deepest']
+  assert len(results['members']) == 2
+  for member in results['members']:
+    with open(os.path.join(member['workdir'], 'results.json')) as f:
+      member_results = json.load(f)
+    # Each member's deepest exit is its own network's evaluation.
+    for split in ('validation', 'test'):
+      evaluation = member_results['exit_evaluation'][split]
+      assert evaluation['exit_accuracy']['deepest'] == member_results[f'{split}_accuracy']
+      assert len(evaluation['anytime']) == len(byot.THRESHOLDS)
