@@ -22,7 +22,8 @@ Presets:
   seed000  ResNet-50 (CIFAR stem, bottleneck blocks) on CIFAR-10, what seed
            000 trained ("ResNet50 Self-Distilled on Cifar10 0.9052, Baseline
            0.875"; CIFAR-10, not the CIFAR-100 of the issue's wording). The
-           seed gives no recipe; this is the BYOT PyTorch code's CIFAR recipe
+           seed gives no recipe; this is the CIFAR recipe of a public BYOT
+           PyTorch implementation, luanyunteng/pytorch-be-your-own-teacher
            (SGD 0.1, momentum 0.9, weight decay 5e-4, batch 128, 200 epochs,
            /10 at epochs 75, 130 and 180).
   paper    ResNet-18 on CIFAR-100 with the same recipe, the paper's setting

@@ -5,12 +5,15 @@ deepest exit teaches every shallow one through soft targets and feature
 hints. The teacher terms see the deepest exit under `stop_gradient`, so the
 deepest classifier learns from the labels alone.
 
-Defaults follow the PyTorch implementation of BYOT that the later work
-builds on (luanyunteng/pytorch-be-your-own-teacher, train.py): T = 3,
-alpha = 0.1 (`--alpha`, "weight of kd loss"), the KL term multiplied by
-T², and beta = 1e-6 on a feature loss *summed* over a batch of 128 and
-every element; kdjax averages the per-example squared L2 norm over the
-batch, so the same weight is 1e-6 · 128 = 1.28e-4 (`feature_weight`). That
+Defaults follow a public PyTorch implementation of BYOT
+(luanyunteng/pytorch-be-your-own-teacher, train.py): T = 3,
+alpha = 0.1 (`--alpha`, "weight of kd loss"), the soft term multiplied by
+T² (that code's soft term is the cross-entropy −Σ q_C^T log q_i^T, which
+differs from the KL by the teacher's entropy, a constant for the
+gradient), and beta = 1e-6 on a feature loss *summed* over a batch of 128 and
+every element (its mask, "either map > 0", changes nothing on ReLU
+outputs); kdjax averages the per-example squared L2 norm over the batch,
+so the same weight is 1e-6 · 128 = 1.28e-4 (`feature_weight`). That
 code also weights the deepest exit's cross-entropy by 1 − alpha, where the
 paper's equation and kdjax's default give it weight 1 (`deepest_weight`).
 """
