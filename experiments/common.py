@@ -61,7 +61,8 @@ QUICK_WIDTH = 16
 
 def base_config(recipe: str) -> ml_collections.ConfigDict:
   """A run config for `recipe`: 'sgd' (configs/cifar_resnet.py), 'adam' (seed 004),
-  'repdistiller' (the CIFAR-100 distillation benchmark's SGD step schedule) or
+  'repdistiller' (the CIFAR-100 distillation benchmark's SGD step schedule), 'byot'
+  (a Be Your Own Teacher PyTorch implementation: SGD 0.1, /10 at epochs 75, 130, 180) or
   'papernot' (seed 001's defensive distillation: SGD 0.01, Nesterov, constant)."""
   from configs import cifar_resnet
   c = cifar_resnet.get_config()
@@ -82,6 +83,12 @@ def base_config(recipe: str) -> ml_collections.ConfigDict:
     c.optimizer.nesterov = True
     c.optimizer.weight_decay = 1e-6
     c.schedule.name = 'constant'
+  elif recipe == 'byot':  # a BYOT PyTorch implementation: SGD 0.1, /10 at 75, 130, 180 of 200
+    c.optimizer.learning_rate = 0.1
+    c.optimizer.nesterov = False
+    c.schedule.name = 'step'
+    c.schedule.boundaries = (75, 130, 180)
+    c.schedule.step_factor = 0.1
   elif recipe != 'sgd':
     raise ValueError(recipe)
   return c

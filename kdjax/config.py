@@ -151,6 +151,16 @@ def default() -> ml_collections.ConfigDict:
   # TensorFlow), 'clu' (clu's writer; imports TensorFlow) or 'none'.
   c.summary_writer = 'tensorboard'
   c.overwrite = False  # allow a different config in a workdir that holds a run
+
+  # Be Your Own Teacher (distill.objective='byot', model.name='multi_exit'):
+  # every shallow exit learns from the labels, the deepest exit's soft
+  # targets and its feature map (kdjax.byot; defaults from its PyTorch code).
+  c.byot = ml_collections.ConfigDict()
+  c.byot.alpha = 0.1  # weight of the soft term (1 - alpha on a shallow exit's labels)
+  c.byot.temperature = 3.0
+  c.byot.feature_weight = 1.28e-4  # lambda: per-example squared L2 of the hint distance
+  c.byot.t_squared = True  # the soft term times T^2, as the PyTorch code has it
+  c.byot.deepest_weight = 1.0  # the deepest exit's cross-entropy (that code: 1 - alpha)
   c.lock()
   return c
 
@@ -308,6 +318,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
   from kdjax.methods import registry as method_registry
   method_registry.check_config(c)
+  _validate_byot(c)
   if c.summary_writer not in SUMMARY_WRITERS:
     _fail('summary_writer', c.summary_writer, f'unknown; known: {", ".join(SUMMARY_WRITERS)}')
   if c.sweep.mode not in ('auto', 'vmap', 'loop'):
@@ -322,6 +333,24 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if not c.teacher.workdir and any(len(c.sweep[k]) for k in ('temperature', 'alpha', 'kind')):
     _fail('sweep', 'temperature/alpha/kind',
           'sweeping distillation settings needs teacher.workdir')
+
+
+def _validate_byot(c: ml_collections.ConfigDict) -> None:
+  if c.distill.objective != 'byot':
+    return
+  if c.model.name != 'multi_exit':
+    _fail('model.name', c.model.name, "must be 'multi_exit' with distill.objective='byot'")
+  if c.teacher.workdir:
+    _fail('teacher.workdir', c.teacher.workdir,
+          "must be '' with distill.objective='byot' (the network is its own teacher)")
+  if not 0.0 <= c.byot.alpha <= 1.0:
+    _fail('byot.alpha', c.byot.alpha, 'must be in [0, 1]')
+  _positive(c, 'byot.temperature')
+  for field in ('feature_weight', 'deepest_weight'):
+    if not c.byot[field] >= 0:
+      _fail(f'byot.{field}', c.byot[field], 'must be >= 0')
+  if not isinstance(c.byot.t_squared, bool):
+    _fail('byot.t_squared', c.byot.t_squared, 'must be True or False')
 
 
 def sweep_mode(c: ml_collections.ConfigDict) -> str:

@@ -165,3 +165,7 @@ def defensive(train_temperature: float) -> Objective:
 def _defensive_from_config(config, *, swept_kind: bool = False) -> Objective:
   del swept_kind
   return defensive(float(config.train_temperature))
+
+
+# Objectives defined in their own modules register on import.
+from kdjax import byot  # noqa: E402,F401

@@ -98,3 +98,4 @@ from kdjax.models import vgg  # noqa: E402,F401
 from kdjax.models import wrn  # noqa: E402,F401
 from kdjax.models import mobilenet  # noqa: E402,F401
 from kdjax.models import shufflenet  # noqa: E402,F401
+from kdjax.models import multi_exit  # noqa: E402,F401

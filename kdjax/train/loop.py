@@ -24,6 +24,7 @@ from absl import logging
 from kdjax import caching
 from kdjax import config as config_lib
 from kdjax import models
+from kdjax.models import multi_exit
 from kdjax.errors import NonFiniteLossError, KDError
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import feed as feed_lib
@@ -305,12 +306,52 @@ def finish(run: Run, state, progress) -> dict:
                                 devices=jax.device_count())
   diverged = (np.asarray(jax.device_get(state.diverged_step)).reshape(-1)
               if run.members.stacked else np.zeros(1, np.int64))
+  member_extras = None
+  if multi_exit.is_multi_exit(run.model):
+    facts['exits'], member_extras = evaluate_exits(run, state)
   results = results_lib.write(run.workdir, config=config, members=run.members, state=state,
                               facts=facts, progress=progress, final=final,
                               labels=run.feed.labels, num_classes=run.dataset.num_classes,
-                              diverged_at=diverged)
+                              diverged_at=diverged, member_extras=member_extras)
   say(results_lib.done_line(results, run.workdir, progress.train_seconds))
   return results
+
+
+def evaluate_exits(run: Run, state) -> tuple[list[dict], list[dict]]:
+  """A multi-exit model's exits: their cost, and per member each exit's accuracy.
+
+  Returns (per exit: name, parameters and forward FLOPs per example up to
+  it; per member: {'exit_evaluation': kdjax.byot.evaluate_exits of the
+  validation and test splits}).
+  """
+  from kdjax import byot  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  model = run.model
+  one = run.members.take(state, 0)
+  names = list(model.exit_names)
+  params = multi_exit.exit_params(model, one.params)
+  flops = multi_exit.exit_flops(model, {'params': one.params, **one.model_state},
+                                run.dataset.image_shape)
+  exits = [{'name': n, 'params': p, 'flops': f} for n, p, f in zip(names, params, flops)]
+
+  class AllExits:
+    """The model with every exit's logits, [B, E, K], as its output."""
+
+    def apply(self, variables, images, train):
+      _, features = model.apply(variables, images, train=train, return_features=True)
+      return jnp.stack(multi_exit.exit_outputs(features, model.exits)[0], axis=1)
+
+  predict = step_lib.make_predict(AllExits(), mesh=step_lib.data_mesh(), mean=run.dataset.mean,
+                                  std=run.dataset.std, batch_size=run.config.eval_batch_size,
+                                  num_members=run.members.axis_size)
+  logits = run.feed.eval_logits(predict, {'params': state.params, **state.model_state},
+                                run.members.axis_size)  # split -> [M, N, E, K]
+  extras = []
+  for m in range(run.members.count):
+    per_split = {split: np.moveaxis(np.asarray(v[m]), 1, 0) for split, v in logits.items()}
+    extras.append({'exit_evaluation': byot.evaluate_exits(per_split, run.feed.labels, flops,
+                                                          names)})
+  return exits, extras
 
 
 def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
@@ -355,5 +396,5 @@ _SHARED_FACTS = ('dataset', 'model', 'params', 'image_shape', 'num_classes',
                  'num_train_examples', 'train_examples', 'omit_classes', 'keep_classes',
                  'validation', 'input_pipeline', 'steps_per_epoch', 'epochs', 'objective',
                  'compile_seconds', 'flops_per_example', 'train_step_flops', 'devices',
-                 'teacher', 'final_checkpoint_epoch')
+                 'teacher', 'final_checkpoint_epoch', 'exits')
 

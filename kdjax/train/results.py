@@ -126,8 +126,13 @@ def write_run_files(directory: str, results: dict, logits: dict, title: str | No
 
 
 def write(workdir: str, *, config, members: sweep_lib.Members, state, facts: dict,
-          progress, final: dict, labels: dict, num_classes: int, diverged_at) -> dict:
-  """Writes every member's files (and a sweep's summary); returns the run's results."""
+          progress, final: dict, labels: dict, num_classes: int, diverged_at,
+          member_extras: list[dict] | None = None) -> dict:
+  """Writes every member's files (and a sweep's summary); returns the run's results.
+
+  `member_extras[m]`, when given, adds fields to member m's results (a
+  multi-exit model's per-exit evaluation).
+  """
   title = f'{config.model.name} on {config.dataset}'
   writer = jax.process_index() == 0
   rows = []
@@ -145,6 +150,8 @@ def write(workdir: str, *, config, members: sweep_lib.Members, state, facts: dic
       saved.close()
     results = member_results(facts, member_config, progress.history[m], final, m, labels,
                              num_classes, int(diverged_at[m]))
+    if member_extras:
+      results.update(member_extras[m])
     if writer:  # a sweep's members share one figure, drawn below
       write_run_files(directory, results, {name: v[0][m] for name, v in final.items()},
                       title if members.mode == 'single' else None)
