@@ -133,7 +133,7 @@ def default() -> ml_collections.ConfigDict:
   # A distillation method beside the logit objective (kdjax.methods):
   # loss = objective + method.weight x method. '' for none.
   c.method = ml_collections.ConfigDict()
-  c.method.name = ''  # 'at', 'nst', 'sp', 'pkt', 'rkd', 'dkd'
+  c.method.name = ''  # a method of kdjax.methods: 'at', 'sp', ..., 'fitnet', 'crd', 'ft'
   c.method.weight = -1.0  # < 0: the published weight (RepDistiller's -b; DKD 1)
   c.method.at_p = 2.0
   c.method.pkt_eps = 1e-7
@@ -143,6 +143,16 @@ def default() -> ml_collections.ConfigDict:
   c.method.dkd_beta = 8.0
   c.method.dkd_temperature = 4.0
   c.method.dkd_warmup_epochs = 20.0  # the DKD term ramps in linearly over these epochs
+  # Epochs of method-only training at the start of the run (RepDistiller's
+  # init stage, counted in num_epochs); < 0: 30 for fsp and ft, else 0.
+  c.method.init_epochs = -1
+  c.method.fitnet_hint_layer = 2  # RepDistiller's feat[2]: stem, stage1, stage2, ...
+  c.method.crd_feat_dim = 128
+  c.method.crd_nce_k = 16384  # negatives per example, from the other classes
+  c.method.crd_nce_t = 0.07
+  c.method.crd_momentum = 0.5
+  c.method.cc_feat_dim = 128
+  c.method.ft_k = 0.5  # the factor's channels, a fraction of the teacher's
 
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2
