@@ -206,3 +206,31 @@ def test_refusals():
   config.method.init_epochs = 2
   with pytest.raises(ConfigError, match='has no init stage'):
     methods.registry.check_config(config)
+
+
+def test_a_vectorised_sweep_over_the_method_weight(pair):
+  """Two members, weights 0 and 100, one program: each member's loss is CE + its weight ×
+  its term, and each keeps its own regressor and BatchNorm statistics."""
+  student, teacher, teacher_variables = pair
+  config = config_lib.default()
+  config.method.name, config.distill.alpha = 'fitnet', 0.0
+  config.teacher.workdir, config.sweep.method_weight, config.sweep.mode = '/t', (0.0, 100.0), 'vmap'
+  config_lib.validate(config)
+  from kdjax.train import sweep as sweep_lib
+  members = sweep_lib.Members.of(config)
+  objective = objectives.from_config(config, steps_per_epoch=2)
+  tx = optax.sgd(0.05)
+  teacher_outputs = step_lib.output_shapes(teacher, teacher_variables, SHAPE)
+  state = members.init_state(lambda seed: step_lib.init_state(
+      student, tx, jax.random.PRNGKey(seed), SHAPE, objective, teacher_outputs=teacher_outputs))
+  step = jax.jit(step_lib.vectorise(step_lib.make_train_step(
+      model=student, tx=tx, mean=(0.5,), std=(0.25,), teacher_model=teacher,
+      objective=objective), input_groups=members.input_groups))
+  hparams = jax.tree.map(jnp.asarray, members.hparams())
+  new_state, metrics = step(state, _batch(), teacher_variables, hparams)
+  loss, term = np.asarray(metrics['loss']), np.asarray(metrics['method'])
+  np.testing.assert_allclose(term[0], term[1], rtol=1e-5)  # same seed, same inputs
+  np.testing.assert_allclose(loss[1] - loss[0], 100.0 * term[1], rtol=1e-4)
+  kernel = lambda s: np.asarray(jax.tree.leaves(s.objective_params['method'])[0])  # noqa: E731
+  assert np.array_equal(kernel(new_state)[0], kernel(state)[0])  # weight 0: no gradient
+  assert not np.array_equal(kernel(new_state)[1], kernel(state)[1])

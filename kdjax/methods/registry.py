@@ -190,9 +190,9 @@ def check_config(config) -> None:
       raise ConfigError(f"config.method.name={config.method.name!r} keeps a memory bank per "
                         "training example, which streamed input cannot index; use "
                         "input.pipeline='device'")
-    if config_lib.sweep_members(config) and config_lib.sweep_mode(config) == 'vmap':
-      raise ConfigError(f"config.sweep: method {config.method.name!r} keeps per-example state; "
-                        "a vectorised sweep cannot share it, use sweep.mode='loop'")
+    if len(config.sweep.method_weight) and config_lib.sweep_mode(config) == 'vmap':
+      raise ConfigError(f'config.sweep.method_weight: method {config.method.name!r} keeps '
+                        "per-example state; sweep its weight with sweep.mode='loop'")
 
 
 def options(config) -> dict:
