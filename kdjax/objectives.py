@@ -149,7 +149,10 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
 
   def init_with(rng, student, teacher):
     base_rng, method_rng = jax.random.split(rng)
-    params, state = method.init(method_rng, student['features'], teacher['features'], context)
+    # Zeros of the features' shapes: modules initialise on arrays (inside the init program).
+    zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)  # noqa: E731
+    params, state = method.init(method_rng, zeros(student['features']),
+                                zeros(teacher['features']), context)
     return {'base': base.init_params(base_rng), 'method': params}, state
 
   def trained_loss(student, teacher, labels, hparams, own_params):
