@@ -7,14 +7,15 @@ r"""Distillation methods side by side: teacher/student pairs × methods, over se
 Stages, per pair: `teacher_<T>` (one run, shared by the pairs it teaches),
 `<S>_alone` (one run per seed), then one stage per method, each student taught
 by that teacher: `kd` (Hinton's loss, T = 4, alpha = 0.9, i.e. RepDistiller's
-`-r 0.1 -a 0.9`) and `fitnet`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `ft`,
-`fsp`, `nst`, `crd`, `dkd` (cross-entropy + the method at its published weight,
+`-r 0.1 -a 0.9`) and `fitnet`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `ab`,
+`ft`, `fsp`, `nst`, `crd`, `dkd` (cross-entropy + the method at its published weight,
 RepDistiller's `-a 0 -b β`; DKD with its own alpha, beta, T and warm-up), and
 `crd+kd` (RepDistiller's `-r 1 -a 1 -b 0.8`, here at half that scale with the
-same proportions: alpha 0.5, CRD weight 0.4). FT and FSP start with
+same proportions: alpha 0.5, CRD weight 0.4). AB, FT and FSP start with
 RepDistiller's init stage of method-only training (`config.method.init_epochs`:
 30 epochs before the preset's epochs for `repdistiller`, 1 for `cpu`; the
-learning-rate schedule is shifted by it); FSP's main training has no FSP term.
+learning-rate schedule is shifted by it); AB's and FSP's main training has no
+AB or FSP term, as in RepDistiller.
 A method that cannot pair a teacher and student (FSP needs equal channels, as
 in RepDistiller) is reported n/a for that pair. Every run holds out the launchers' seeded 10 % of
 the training split. The table gives, per method and pair, the mean ± std test
@@ -43,8 +44,8 @@ from experiments import common
 from kdjax import report
 from kdjax.errors import ConfigError
 
-METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ft', 'fsp', 'nst', 'crd',
-           'crd+kd', 'dkd')
+METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'fsp', 'nst',
+           'crd', 'crd+kd', 'dkd')
 HOMOGENEOUS = (('wrn_40_2', 'wrn_16_2'), ('wrn_40_2', 'wrn_40_1'), ('resnet56', 'resnet20'),
                ('resnet110', 'resnet20'), ('resnet110', 'resnet32'),
                ('resnet32x4', 'resnet8x4'), ('vgg13', 'vgg8'))
@@ -76,26 +77,26 @@ _REFERENCE_ROWS = {
 }
 # The same README's rows for the methods with parts of their own (FSP: homogeneous pairs
 # only, and not wrn_40_2 -> wrn_40_1, which the README leaves at 0.00).
-_MORE_COLUMNS = ('fitnet', 'cc', 'vid', 'ft', 'fsp', 'crd')
+_MORE_COLUMNS = ('fitnet', 'cc', 'vid', 'ab', 'ft', 'fsp', 'crd')
 _MORE_ROWS = {
-    ('wrn_40_2', 'wrn_16_2'): (73.58, 73.56, 74.11, 73.25, 72.91, 75.48),
-    ('wrn_40_2', 'wrn_40_1'): (72.24, 72.21, 73.30, 71.59, None, 74.14),
-    ('resnet56', 'resnet20'): (69.21, 69.63, 70.38, 69.84, 69.95, 71.16),
-    ('resnet110', 'resnet20'): (68.99, 69.48, 70.16, 70.22, 70.11, 71.46),
-    ('resnet110', 'resnet32'): (71.06, 71.48, 72.61, 72.37, 71.89, 73.48),
-    ('resnet32x4', 'resnet8x4'): (73.50, 72.97, 73.09, 72.86, 72.62, 75.51),
-    ('vgg13', 'vgg8'): (71.02, 70.71, 71.23, 70.58, 70.23, 73.94),
-    ('vgg13', 'mobilenetv2'): (64.14, 64.86, 65.56, 61.78, None, 69.73),
-    ('resnet50', 'mobilenetv2'): (63.16, 65.43, 67.57, 60.99, None, 69.11),
-    ('resnet50', 'vgg8'): (70.69, 70.25, 70.30, 70.29, None, 74.30),
-    ('resnet32x4', 'shufflenetv1'): (73.59, 71.14, 73.38, 71.75, None, 75.11),
-    ('resnet32x4', 'shufflenetv2'): (73.54, 71.29, 73.40, 72.50, None, 75.65),
-    ('wrn_40_2', 'shufflenetv1'): (73.73, 71.38, 73.61, 72.03, None, 76.05),
+    ('wrn_40_2', 'wrn_16_2'): (73.58, 73.56, 74.11, 72.50, 73.25, 72.91, 75.48),
+    ('wrn_40_2', 'wrn_40_1'): (72.24, 72.21, 73.30, 72.38, 71.59, None, 74.14),
+    ('resnet56', 'resnet20'): (69.21, 69.63, 70.38, 69.47, 69.84, 69.95, 71.16),
+    ('resnet110', 'resnet20'): (68.99, 69.48, 70.16, 69.53, 70.22, 70.11, 71.46),
+    ('resnet110', 'resnet32'): (71.06, 71.48, 72.61, 70.98, 72.37, 71.89, 73.48),
+    ('resnet32x4', 'resnet8x4'): (73.50, 72.97, 73.09, 73.17, 72.86, 72.62, 75.51),
+    ('vgg13', 'vgg8'): (71.02, 70.71, 71.23, 70.94, 70.58, 70.23, 73.94),
+    ('vgg13', 'mobilenetv2'): (64.14, 64.86, 65.56, 66.06, 61.78, None, 69.73),
+    ('resnet50', 'mobilenetv2'): (63.16, 65.43, 67.57, 67.20, 60.99, None, 69.11),
+    ('resnet50', 'vgg8'): (70.69, 70.25, 70.30, 70.65, 70.29, None, 74.30),
+    ('resnet32x4', 'shufflenetv1'): (73.59, 71.14, 73.38, 73.55, 71.75, None, 75.11),
+    ('resnet32x4', 'shufflenetv2'): (73.54, 71.29, 73.40, 74.31, 72.50, None, 75.65),
+    ('wrn_40_2', 'shufflenetv1'): (73.73, 71.38, 73.61, 73.34, 72.03, None, 76.05),
 }
 REFERENCE = {pair: {**dict(zip(_COLUMNS, values)), **dict(zip(_MORE_COLUMNS, _MORE_ROWS[pair]))}
              for pair, values in _REFERENCE_ROWS.items()}
 _REFERENCE_ORDER = ('teacher', 'alone', 'kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt',
-                    'ft', 'fsp', 'nst', 'crd')
+                    'ab', 'ft', 'fsp', 'nst', 'crd')
 
 PRESETS = {
     'repdistiller': dict(recipe='repdistiller', dataset='cifar100', epochs=240, seeds=1,
@@ -118,7 +119,7 @@ def _recipe_changes(model: str, preset: dict) -> dict:
           if model in preset.get('low_lr_students', ()) else {})
 
 
-_INIT_STAGE = ('ft', 'fsp')
+_INIT_STAGE = ('ab', 'ft', 'fsp')
 
 
 def _method_changes(method: str, student: str, preset: dict,
@@ -276,7 +277,7 @@ def body(stages: common.Stages, preset: dict) -> str:
       notes='Nothing is chosen across runs: every method runs at its published weight. '
       'Within a run the reported epoch is the one with the best validation accuracy; the '
       'bracketed number is the last epoch, as the references report it. crd+kd weighs '
-      'CE, KD and CRD 0.5 : 0.5 : 0.4 (RepDistiller: 1 : 1 : 0.8). FT and FSP begin with '
+      'CE, KD and CRD 0.5 : 0.5 : 0.4 (RepDistiller: 1 : 1 : 0.8). AB, FT and FSP begin with '
       'their init stage (method-only training), counted in their cost.\n'
       'Figure: `curves.png` (the first pair).\n')
 

@@ -145,7 +145,7 @@ def default() -> ml_collections.ConfigDict:
   c.method.dkd_temperature = 4.0
   c.method.dkd_warmup_epochs = 20.0  # the DKD term ramps in linearly over these epochs
   # Epochs of method-only training at the start of the run (RepDistiller's
-  # init stage, counted in num_epochs); < 0: 30 for fsp and ft, else 0.
+  # init stage, counted in num_epochs); < 0: 30 for ab, fsp and ft, else 0.
   c.method.init_epochs = -1
   c.method.fitnet_hint_layer = 2  # RepDistiller's feat[2]: stem, stage1, stage2, ...
   c.method.crd_feat_dim = 128
@@ -154,6 +154,7 @@ def default() -> ml_collections.ConfigDict:
   c.method.crd_momentum = 0.5
   c.method.cc_feat_dim = 128
   c.method.ft_k = 0.5  # the factor's channels, a fraction of the teacher's
+  c.method.ab_margin = 1.0
 
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2

@@ -83,7 +83,8 @@ def test_every_trained_method_updates_student_and_its_parts_not_the_teacher(name
                jax.tree.map(np.array, teacher_variables))
   # The student moves, except in FT's init stage (only the paraphraser learns there).
   assert any(_changed(new_state.params, state.params)) == (name != 'ft'), name
-  if name == 'fsp':  # parameter-free; trains the student in its init stage only
+  if name in ('fsp', 'ab'):  # train the student in their init stage only (equal shapes here:
+    # no AB connector)
     assert float(metrics['method_init']) > 0 and new_state.objective_params == {
         'base': {}, 'method': {}}
     return
@@ -234,3 +235,28 @@ def test_a_vectorised_sweep_over_the_method_weight(pair):
   kernel = lambda s: np.asarray(jax.tree.leaves(s.objective_params['method'])[0])  # noqa: E731
   assert np.array_equal(kernel(new_state)[0], kernel(state)[0])  # weight 0: no gradient
   assert not np.array_equal(kernel(new_state)[1], kernel(state)[1])
+
+
+def test_ab_by_hand_and_its_connectors():
+  rng = np.random.default_rng(3)
+  maps_s = [rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 2, 2, 3))]
+  maps_t = [rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 2, 2, 3))]
+  expected = 0.0
+  for i, (s, t) in enumerate(zip(maps_s, maps_t)):
+    l2 = ((s + 1) ** 2 * ((s > -1) & (t <= 0)) + (s - 1) ** 2 * ((s <= 1) & (t > 0))).sum()
+    expected += 2.0 ** (i - 1) * l2 / 2 / 1000 * 3
+  got = trained.ab_loss([jnp.float32(m) for m in maps_s], [jnp.float32(m) for m in maps_t])
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+  # Unequal channels: a conv + BatchNorm connector per pair, its statistics in the state.
+  student = {'stage1': jnp.zeros((2, 8, 8, 4)), 'stage1_preact': jnp.zeros((2, 8, 8, 4)),
+             'stem': jnp.zeros((2, 8, 8, 4))}
+  teacher = {'stage1': jnp.zeros((2, 4, 4, 6)), 'stage1_preact': jnp.zeros((2, 4, 4, 6)),
+             'stem': jnp.zeros((2, 8, 8, 6))}
+  context = trained.Context(options={'ab_margin': 1.0})
+  params, state = trained.TRAINED['ab'].init(jax.random.PRNGKey(0), student, teacher, context)
+  assert params['pair0']['Conv_0']['kernel'].shape == (3, 3, 4, 6)  # 2x larger: 3x3 stride 2
+  assert set(state['pair0']['BatchNorm_0']) == {'mean', 'var'}
+  with pytest.raises(ConfigError, match='pre-activation'):
+    trained.TRAINED['ab'].init(jax.random.PRNGKey(0), {'stage1': student['stage1'],
+                                                       'stem': student['stem']},
+                               teacher, context)

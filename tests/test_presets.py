@@ -229,7 +229,7 @@ def _check_method_zoo(data, workdir, preset):
       name = {'kd': None, 'crd+kd': 'crd'}.get(method, method)
       assert (first.get('method') or {}).get('name') == name
       assert first['alpha'] == {'kd': 0.9, 'crd+kd': 0.5}.get(method, 0.0)
-      if method in ('ft', 'fsp'):  # the init stage: the first epoch of a quick run
+      if method in ('ab', 'ft', 'fsp'):  # the init stage: the first epoch of a quick run
         assert first['config']['method']['init_epochs'] == 1
         assert np.isfinite(first['history'][0]['train_method_init'])
       if method != 'kd':  # the method's unweighted term, finite at every epoch

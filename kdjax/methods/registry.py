@@ -180,7 +180,7 @@ def check_config(config) -> None:
   epochs = init_epochs(config)
   if epochs and not getattr(method, 'init_stage', False):
     raise ConfigError(f'config.method.init_epochs={config.method.init_epochs}: method '
-                      f'{config.method.name!r} has no init stage (only fsp and ft do)')
+                      f'{config.method.name!r} has no init stage (only ab, fsp and ft do)')
   if epochs and epochs >= config.num_epochs:
     raise ConfigError(f'config.method.init_epochs={epochs} leaves no main training in '
                       f'config.num_epochs={config.num_epochs} (the init stage is counted in it)')

@@ -13,6 +13,7 @@ Defaults are RepDistiller's (HobbitLong/RepDistiller, `train_student.py`,
   vid     variational information distillation (Ahn et al., 2019)
   cc      correlation congruence (Peng et al., 2019)
   fsp     flow of solution procedure (Yim et al., 2017), init stage only
+  ab      activation boundaries (Heo et al., 2019) on pre-activations, init stage only
   ft      factor transfer (Kim et al., 2018), paraphraser pre-trained in the init stage
 
 A method's `loss` returns `(term, init_term, state)`: the term weighted by
@@ -391,6 +392,70 @@ def _fsp_loss(student, teacher, labels, run, context):
   return jnp.zeros(()), fsp_loss(s, t), run.state
 
 
+def _preacts(name: str, features: dict, who: str) -> list:
+  """The stages' maps before their final ReLU, in `stage_features`' order."""
+  maps = registry.stage_features(features)
+  keyed = {id(v): k for k, v in features.items()}
+  preacts = [features.get(f'{keyed[id(m)]}_preact') for m in maps]
+  if not maps or any(p is None for p in preacts):
+    raise ConfigError(f'config.method.name={name!r} needs the {who}\'s pre-activation '
+                      'stage maps (ResNets, VGGs, ShuffleNets, the small CNNs)')
+  return _maps(name, preacts, who)
+
+
+def _ab_pairs(student, teacher):
+  s, t = _preacts('ab', student, 'student'), _preacts('ab', teacher, 'teacher')
+  return list(zip(s, t))
+
+
+def ab_loss(student_maps: list, teacher_maps: list, *, margin: float = 1.0):
+  """Activation boundaries (the alternative L2 of RepDistiller's ABLoss), pairs i = 0..n−1:
+    l_i = Σ (s + m)² [s > −m, t ≤ 0] + (s − m)² [s ≤ m, t > 0]
+    loss = Σ_i 2^(i − n + 1) · l_i / B / 1000 · 3
+  s the connected student pre-activation, t the teacher's. Heo et al., "Knowledge
+  Transfer via Distillation of Activation Boundaries Formed by Hidden Neurons", AAAI 2019.
+  """
+  n, total = len(student_maps), 0.0
+  for i, (s, t) in enumerate(zip(student_maps, teacher_maps)):
+    l2 = ((s + margin) ** 2 * ((s > -margin) & (t <= 0))
+          + (s - margin) ** 2 * ((s <= margin) & (t > 0)))
+    total = total + 2.0 ** (i - n + 1) * jnp.sum(l2) / s.shape[0] / 1000 * 3
+  return total
+
+
+def _connector(s, t):
+  """RepDistiller's Connector: none for equal shapes, else a ConvReg without its ReLU."""
+  same = s.shape[1:] == t.shape[1:]
+  return None if same else HintRegressor(tuple(t.shape[1:]), use_relu=False)
+
+
+def _ab_init(rng, student, teacher, context):
+  del context
+  params, stats = {}, {}
+  for i, (s, t) in enumerate(_ab_pairs(student, teacher)):
+    module = _connector(s, t)
+    if module is not None:
+      params[f'pair{i}'], stats[f'pair{i}'] = _init(module, jax.random.fold_in(rng, i), s,
+                                                    train=False)
+  return params, stats
+
+
+def _ab_loss(student, teacher, labels, run, context):
+  """AB trains only in its init stage (student and connectors); RepDistiller's main training
+  has no AB term."""
+  del labels
+  connected, teachers, stats = [], [], {}
+  for i, (s, t) in enumerate(_ab_pairs(student, teacher)):
+    module = _connector(s, t)
+    if module is not None:
+      s, stats[f'pair{i}'] = _apply(module, {'params': run.params[f'pair{i}'],
+                                             'batch_stats': run.state[f'pair{i}']}, s, train=True)
+    connected.append(s)
+    teachers.append(t)
+  return (jnp.zeros(()), ab_loss(connected, teachers, margin=context.options['ab_margin']),
+          stats)
+
+
 def _leaky(x):
   return nn.leaky_relu(x, 0.1)
 
@@ -483,4 +548,5 @@ TRAINED = {m.name: m for m in (
     TrainedMethod('cc', 'embedding', _cc_init, _cc_loss, 0.02),
     TrainedMethod('fsp', 'stem and stages', _fsp_init, _fsp_loss, 50.0, init_stage=True),
     TrainedMethod('ft', 'last stage', _ft_init, _ft_loss, 200.0, init_stage=True),
+    TrainedMethod('ab', 'stage pre-activations', _ab_init, _ab_loss, 1.0, init_stage=True),
 )}
