@@ -33,5 +33,6 @@ PUBLISHED_WEIGHTS = {
     'pkt': 30000.0, 'ab': 1.0, 'ft': 200.0, 'fsp': 50.0, 'nst': 50.0, 'crd': 0.8,
 }
 
-__all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'TRAINED', 'TrainedMethod', 'trained', 'adaptive_avg_pool', 'at_loss', 'dkd_loss',
+__all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'TRAINED', 'TrainedMethod', 'trained',
+           'adaptive_avg_pool', 'at_loss', 'dkd_loss',
            'get', 'nst_loss', 'pkt_loss', 'rkd_loss', 'sp_loss']

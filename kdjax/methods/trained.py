@@ -35,6 +35,8 @@ from kdjax.methods import features as features_lib
 from kdjax.methods import registry
 from kdjax.models import layers
 
+# The larger map average-pooled to the smaller's size, as RepDistiller pairs maps.
+_same_spatial_size = features_lib._same_spatial_size  # pylint: disable=protected-access
 # torch's BatchNorm2d: momentum 0.1 on the new batch, eps 1e-5.
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
@@ -300,7 +302,7 @@ class _VIDRegressor(nn.Module):
 def _vid_pairs(student, teacher):
   s = _maps('vid', registry.stage_features(student), 'student')
   t = _maps('vid', registry.stage_features(teacher), 'teacher')
-  return [features_lib._same_spatial_size(a, b) for a, b in zip(s, t)]  # pylint: disable=protected-access
+  return [_same_spatial_size(a, b) for a, b in zip(s, t)]
 
 
 def _vid_init(rng, student, teacher, context):
@@ -518,8 +520,7 @@ def _ft_init(rng, student, teacher, context):
 def ft_factor_loss(student_factor, teacher_factor, *, p: float = 2.0):
   """Factor transfer: mean |F(s) − F(t)|, F(x) = normalize(mean_c x^p) flattened (the
   larger factor map pooled to the smaller)."""
-  student_factor, teacher_factor = features_lib._same_spatial_size(  # pylint: disable=protected-access
-      student_factor, teacher_factor)
+  student_factor, teacher_factor = _same_spatial_size(student_factor, teacher_factor)
   diff = (features_lib.attention_map(student_factor, p=p)
           - features_lib.attention_map(teacher_factor, p=p))
   return jnp.mean(jnp.abs(diff))

@@ -22,8 +22,8 @@ The smallest inputs are 4x4 for `lightnn` and `simplenn` and 16x16 for the
 Papernot nets.
 
 Features (`return_features=True`): 'stage1', 'stage2' (after the group's
-last ReLU, before its pool, NHWC), 'stage1_preact', ... (before that ReLU), 'hidden_0', 'hidden_1', ... (after each
-hidden ReLU) and 'logits'.
+last ReLU, before its pool, NHWC), 'stage1_preact', ... (before that ReLU),
+'hidden_0', 'hidden_1', ... (after each hidden ReLU) and 'logits'.
 """
 
 from typing import Sequence
