@@ -130,6 +130,13 @@ def test_crd_bank_update_and_loss_by_hand():
     mixed = 0.5 * memory[i] + 0.5 * v[row]
     expected[i] = mixed / np.sqrt(np.sum(mixed ** 2))
   np.testing.assert_allclose(np.asarray(updated), expected, rtol=1e-6, atol=1e-7)
+  # Scores: exp(<m_j, v> / τ) over the contrast rows, gathered or from all products alike.
+  contrast = np.array([[4, 0, 2], [1, 5, 5]])
+  by_hand = np.exp(np.einsum('bkd,bd->bk', memory[contrast], v) / 0.07)
+  for dense in (True, False):
+    got = trained.crd_scores(jnp.float32(memory), jnp.float32(v), jnp.int32(contrast),
+                             temperature=0.07, dense=dense)
+    np.testing.assert_allclose(np.asarray(got), by_hand, rtol=1e-4)
   # ContrastLoss: P_0 the positive's score, K = 3 negatives, N = 6.
   scores = rng.uniform(0.01, 0.5, size=(2, 4))
   noise = 3 / 6

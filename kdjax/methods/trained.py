@@ -226,6 +226,23 @@ def crd_memory_update(memory, index, embedding, *, momentum: float = 0.5):
   return memory.at[index].set(mixed)
 
 
+def crd_scores(memory, embedding, contrast, *, temperature: float, dense: bool | None = None):
+  """exp(<memory[contrast[b, k]], embedding[b]> / τ): [B, 1 + K]; no gradient to the bank.
+
+  `dense`: from all N inner products (one matrix product) instead of gathering the
+  B·(1 + K) rows; the same values, and on CPU about 20 times faster where N is not much
+  larger than K. Default: dense when N ≤ 8 (1 + K).
+  """
+  memory = jax.lax.stop_gradient(memory)
+  if dense is None:
+    dense = memory.shape[0] <= 8 * contrast.shape[1]
+  if dense:
+    products = jnp.take_along_axis(embedding @ memory.T, contrast, axis=1)
+  else:
+    products = jnp.einsum('bkd,bd->bk', memory[contrast], embedding)
+  return jnp.exp(products / temperature)
+
+
 def crd_nce_loss(scores, *, num_data: int):
   """RepDistiller's ContrastLoss on [B, 1 + K] normalised scores (column 0 the positive).
 
@@ -260,13 +277,8 @@ def _crd_loss(student, teacher, labels, run, context):
       [index[:, None], crd_negatives(run.rng, labels, context.train_labels,
                                      int(options['crd_nce_k']))], axis=1)
   temperature = options['crd_nce_t']
-
-  def scores(memory, v):
-    weights = jax.lax.stop_gradient(memory[contrast])  # [B, 1 + K, D]
-    return jnp.exp(jnp.einsum('bkd,bd->bk', weights, v) / temperature)
-
-  out_student = scores(state['memory_teacher'], v_student)
-  out_teacher = scores(state['memory_student'], v_teacher)
+  out_student = crd_scores(state['memory_teacher'], v_student, contrast, temperature=temperature)
+  out_teacher = crd_scores(state['memory_student'], v_teacher, contrast, temperature=temperature)
   fix = lambda z, out: jnp.where(z < 0, jax.lax.stop_gradient(jnp.mean(out)) * n, z)  # noqa: E731
   z_student, z_teacher = fix(state['z_student'], out_student), fix(state['z_teacher'],
                                                                    out_teacher)
