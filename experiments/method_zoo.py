@@ -35,7 +35,7 @@ Presets:
                 16 stages, about half an hour on 2 CPU cores (estimated from
                 one-epoch runs on a shared machine: KD 5.9 s per epoch of
                 10,000 images, CRD 22.7 s, FT 10.7 s). CRD keeps its 16,384
-                negatives, drawn with replacement from the about 4,900
+                negatives, drawn with replacement from the about 5,400
                 training examples of other classes.
 """
 
