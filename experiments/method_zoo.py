@@ -7,9 +7,17 @@ r"""Distillation methods side by side: teacher/student pairs × methods, over se
 Stages, per pair: `teacher_<T>` (one run, shared by the pairs it teaches),
 `<S>_alone` (one run per seed), then one stage per method, each student taught
 by that teacher: `kd` (Hinton's loss, T = 4, alpha = 0.9, i.e. RepDistiller's
-`-r 0.1 -a 0.9`) and `at`, `sp`, `nst`, `pkt`, `rkd`, `dkd` (cross-entropy +
-the method at its published weight, RepDistiller's `-a 0 -b β`; DKD with its own
-alpha, beta, T and warm-up). Every run holds out the launchers' seeded 10 % of
+`-r 0.1 -a 0.9`) and `fitnet`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `ab`,
+`ft`, `fsp`, `nst`, `crd`, `dkd` (cross-entropy + the method at its published weight,
+RepDistiller's `-a 0 -b β`; DKD with its own alpha, beta, T and warm-up), and
+`crd+kd` (RepDistiller's `-r 1 -a 1 -b 0.8`, here at half that scale with the
+same proportions: alpha 0.5, CRD weight 0.4). AB, FT and FSP start with
+RepDistiller's init stage of method-only training (`config.method.init_epochs`:
+30 epochs before the preset's epochs for `repdistiller`, 1 for `cpu`; the
+learning-rate schedule is shifted by it); AB's and FSP's main training has no
+AB or FSP term, as in RepDistiller.
+A method that cannot pair a teacher and student (FSP needs equal channels, as
+in RepDistiller) is reported n/a for that pair. Every run holds out the launchers' seeded 10 % of
 the training split. The table gives, per method and pair, the mean ± std test
 accuracy at the epoch chosen on validation and, after it, the last epoch's (the
 number the references report), with the references' published numbers beside
@@ -22,9 +30,13 @@ Presets:
                 0.01 for MobileNetV2 and ShuffleNets), its 7 homogeneous and 6
                 heterogeneous pairs, 1 seed (raise with --seeds).
   cpu           LightNN teaching SimpleNN (two conv stages each, so every
-                method has its taps) on 10,000 Fashion-MNIST training images,
-                6 epochs of Adam, 3 seeds: every method in about half an hour
-                on 2 CPU cores.
+                method has its taps; FSP n/a: 16 vs 8 channels) on 5,000
+                Fashion-MNIST training images, 5 epochs of Adam, 3 seeds:
+                16 stages, 23-28 minutes on 2 CPU cores (estimated from
+                one-epoch runs of 6,000 images on a shared machine: KD 2.6 s
+                per epoch, CRD 11.5 s, FT 6.5 s, about 10 s to compile each).
+                CRD keeps its 16,384 negatives, drawn with replacement from
+                the about 4,500 training examples of other classes.
 """
 
 import os
@@ -33,8 +45,10 @@ import numpy as np
 
 from experiments import common
 from kdjax import report
+from kdjax.errors import ConfigError
 
-METHODS = ('kd', 'at', 'sp', 'nst', 'pkt', 'rkd', 'dkd')
+METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'fsp', 'nst',
+           'crd', 'crd+kd', 'dkd')
 HOMOGENEOUS = (('wrn_40_2', 'wrn_16_2'), ('wrn_40_2', 'wrn_40_1'), ('resnet56', 'resnet20'),
                ('resnet110', 'resnet20'), ('resnet110', 'resnet32'),
                ('resnet32x4', 'resnet8x4'), ('vgg13', 'vgg8'))
@@ -64,19 +78,40 @@ _REFERENCE_ROWS = {
     ('resnet32x4', 'shufflenetv2'): (79.42, 71.82, 74.45, 72.73, 74.56, 73.21, 74.69, 74.68),
     ('wrn_40_2', 'shufflenetv1'): (75.61, 70.50, 74.83, 73.32, 74.52, 72.21, 73.89, 74.89),
 }
-REFERENCE = {pair: dict(zip(_COLUMNS, values)) for pair, values in _REFERENCE_ROWS.items()}
+# The same README's rows for the methods with parts of their own (FSP: homogeneous pairs
+# only, and not wrn_40_2 -> wrn_40_1, which the README leaves at 0.00).
+_MORE_COLUMNS = ('fitnet', 'cc', 'vid', 'ab', 'ft', 'fsp', 'crd')
+_MORE_ROWS = {
+    ('wrn_40_2', 'wrn_16_2'): (73.58, 73.56, 74.11, 72.50, 73.25, 72.91, 75.48),
+    ('wrn_40_2', 'wrn_40_1'): (72.24, 72.21, 73.30, 72.38, 71.59, None, 74.14),
+    ('resnet56', 'resnet20'): (69.21, 69.63, 70.38, 69.47, 69.84, 69.95, 71.16),
+    ('resnet110', 'resnet20'): (68.99, 69.48, 70.16, 69.53, 70.22, 70.11, 71.46),
+    ('resnet110', 'resnet32'): (71.06, 71.48, 72.61, 70.98, 72.37, 71.89, 73.48),
+    ('resnet32x4', 'resnet8x4'): (73.50, 72.97, 73.09, 73.17, 72.86, 72.62, 75.51),
+    ('vgg13', 'vgg8'): (71.02, 70.71, 71.23, 70.94, 70.58, 70.23, 73.94),
+    ('vgg13', 'mobilenetv2'): (64.14, 64.86, 65.56, 66.06, 61.78, None, 69.73),
+    ('resnet50', 'mobilenetv2'): (63.16, 65.43, 67.57, 67.20, 60.99, None, 69.11),
+    ('resnet50', 'vgg8'): (70.69, 70.25, 70.30, 70.65, 70.29, None, 74.30),
+    ('resnet32x4', 'shufflenetv1'): (73.59, 71.14, 73.38, 73.55, 71.75, None, 75.11),
+    ('resnet32x4', 'shufflenetv2'): (73.54, 71.29, 73.40, 74.31, 72.50, None, 75.65),
+    ('wrn_40_2', 'shufflenetv1'): (73.73, 71.38, 73.61, 73.34, 72.03, None, 76.05),
+}
+REFERENCE = {pair: {**dict(zip(_COLUMNS, values)), **dict(zip(_MORE_COLUMNS, _MORE_ROWS[pair]))}
+             for pair, values in _REFERENCE_ROWS.items()}
+_REFERENCE_ORDER = ('teacher', 'alone', 'kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt',
+                    'ab', 'ft', 'fsp', 'nst', 'crd')
 
 PRESETS = {
     'repdistiller': dict(recipe='repdistiller', dataset='cifar100', epochs=240, seeds=1,
                          batch_size=64, pairs=HOMOGENEOUS + HETEROGENEOUS,
                          model_options={m: _B for m in ('resnet20', 'resnet32', 'resnet56',
                                                         'resnet110')},
-                         low_lr_students=_LOW_LR,
+                         low_lr_students=_LOW_LR, init_epochs=30,
                          # --quick: one pair (the VGGs, which tests narrow)
                          quick_pairs=(('vgg13', 'vgg8'),)),
-    'cpu': dict(recipe='adam', dataset='fashion_mnist', epochs=6, seeds=3,
-                train_examples=10000, pairs=(('lightnn', 'simplenn'),),
-                quick_seeds=1),  # --quick: nine stages of one run each
+    'cpu': dict(recipe='adam', dataset='fashion_mnist', epochs=5, seeds=3,
+                train_examples=5000, pairs=(('lightnn', 'simplenn'),), init_epochs=1,
+                quick_seeds=1),  # --quick: one run per stage
 }
 
 
@@ -86,30 +121,93 @@ def _recipe_changes(model: str, preset: dict) -> dict:
           if model in preset.get('low_lr_students', ()) else {})
 
 
-def _method_changes(method: str, student: str, preset: dict) -> tuple[dict, tuple, tuple]:
+_INIT_STAGE = ('ab', 'ft', 'fsp')
+
+
+def _method_changes(method: str, student: str, preset: dict,
+                    setup: common.Setup) -> tuple[dict, tuple, tuple]:
   """(config changes, temperatures, alphas) of one method's stage."""
   changes = _recipe_changes(student, preset)
   if method == 'kd':
     return changes, (4.0,), (0.9,)
+  changes.update(preset.get('method_options', {}))
+  if setup.quick:  # a size, shrunk like the others: negatives gathered per example
+    changes['method.crd_nce_k'] = 64
+  if method == 'crd+kd':
+    changes.update({'method.name': 'crd', 'method.weight': 0.4})
+    return changes, (4.0,), (0.5,)
   changes['method.name'] = method
+  if method in _INIT_STAGE:
+    changes.update(_init_stage(setup, preset, student))
   return changes, (4.0,), (0.0,)
+
+
+def _init_stage(setup: common.Setup, preset: dict, student: str) -> dict:
+  """RepDistiller's init stage before the run's epochs; the schedule moves with it. In a
+  quick run it is the first of the shrunk run's epochs."""
+  if setup.quick:
+    return {'method.init_epochs': 1}
+  init = int(preset.get('init_epochs', 30))
+  config = setup.config(student)
+  changes = {'method.init_epochs': init, 'num_epochs': config.num_epochs + init}
+  if len(config.schedule.boundaries):
+    changes['schedule.boundaries'] = tuple(b + init for b in config.schedule.boundaries)
+  return changes
+
+
+def _pairs_with(method: str, teacher: str, student: str, setup: common.Setup) -> bool:
+  """Whether `method` can pair the two networks (traced abstractly, nothing runs)."""
+  if method == 'kd':
+    return True
+  from kdjax.data import catalog  # pylint: disable=import-outside-toplevel
+  from kdjax.train import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
+  info = catalog.get_info(setup.dataset)
+  config, teacher_config = setup.config(student), setup.config(teacher)
+  config.method.name = 'crd' if method == 'crd+kd' else method
+  try:
+    teacher_lib._check_method(  # pylint: disable=protected-access
+        config, teacher_config, info.num_classes, tuple(info.image_shape))
+  except ConfigError as e:
+    print(f'{method} is n/a for {teacher} -> {student}: {e}', flush=True)
+    return False
+  return True
 
 
 def _label(student: str, teacher: str, method: str) -> str:
   if method == 'kd':
     return f'{student} from {teacher}: kd, T=4, alpha=0.9'
+  if method == 'crd+kd':
+    return f'{student} from {teacher}: method=crd, weight 0.4, T=4, alpha=0.5'
   return f'{student} from {teacher}: method={method}, alpha=0'
 
 
-def _cell(runs: list[dict]) -> str:
-  """'best-validation-epoch accuracy (last epoch)' over seeds."""
+def _cell(runs: list[dict] | None) -> str:
+  """'best-validation-epoch accuracy (last epoch)' over seeds; n/a for a pair the method
+  cannot compare."""
+  if runs is None:
+    return 'n/a'
   return (f'{common.accuracy_text(runs, "test_accuracy_at_best_validation")} '
           f'({common.accuracy_text(runs)})')
 
 
-def _per_epoch_seconds(stage: dict) -> float:
+def _per_epoch_seconds(stage: dict | None) -> float:
+  if stage is None:
+    return float('nan')
   runs = common.members(stage)
   return stage.get('train_seconds', 0.0) / max(1, len(runs) * stage.get('epochs', 1))
+
+
+def _members(stage: dict | None) -> list[dict] | None:
+  return None if stage is None else common.members(stage)
+
+
+def _stage_name(student: str, teacher: str, method: str) -> str:
+  return f'{student}_from_{teacher}_{method.replace("+", "_")}'
+
+
+def _published(pair: tuple, column: str) -> str:
+  value = REFERENCE.get(pair, {}).get(column)
+  return '' if value is None else f'{value:.2f}'
 
 
 def body(stages: common.Stages, preset: dict) -> str:
@@ -127,8 +225,11 @@ def body(stages: common.Stages, preset: dict) -> str:
       report_rows.append(common.row(f'{student} alone', common.members(alone[student]),
                                     stage=f'{student}_alone'))
     for method in METHODS:
-      changes, temperatures, alphas = _method_changes(method, student, preset)
-      name = f'{student}_from_{teacher}_{method}'
+      if not _pairs_with(method, teacher, student, stages.setup):
+        taught[(teacher, student, method)] = None
+        continue
+      changes, temperatures, alphas = _method_changes(method, student, preset, stages.setup)
+      name = _stage_name(student, teacher, method)
       taught[(teacher, student, method)] = stages.distill(
           name, student, stages.teacher_of(f'teacher_{teacher}'), temperatures=temperatures,
           alphas=alphas, changes=changes)
@@ -140,16 +241,20 @@ def body(stages: common.Stages, preset: dict) -> str:
   table = [['teacher'] + [common.accuracy_text(common.members(teachers[t])) for t, _ in pairs],
            ['student alone'] + [_cell(common.members(alone[s])) for _, s in pairs]]
   for method in METHODS:
-    table.append([method] + [_cell(common.members(taught[(t, s, method)])) for t, s in pairs])
-  reference = [[column] + [f'{REFERENCE[pair][column]:.2f}' if pair in REFERENCE else ''
-                           for pair in pairs] for column in _COLUMNS]
+    table.append([method] + [_cell(_members(taught[(t, s, method)])) for t, s in pairs])
+  reference = [[column] + [_published(pair, column) for pair in pairs]
+               for column in _REFERENCE_ORDER]
   kd_cost = np.mean([_per_epoch_seconds(taught[(t, s, 'kd')]) for t, s in pairs])
   seconds_path = os.path.join(stages.workdir, 'stage_seconds.json')
   seconds = report.read_json(seconds_path) if os.path.exists(seconds_path) else {}
   costs = []
   for method in METHODS:
-    per_epoch = np.mean([_per_epoch_seconds(taught[(t, s, method)]) for t, s in pairs])
-    wall = sum(seconds.get(f'{s}_from_{t}_{method}', 0.0) for t, s in pairs)
+    ran = [(t, s) for t, s in pairs if taught[(t, s, method)] is not None]
+    if not ran:
+      costs.append([method, 'n/a', 'n/a', 'n/a'])
+      continue
+    per_epoch = np.mean([_per_epoch_seconds(taught[(t, s, method)]) for t, s in ran])
+    wall = sum(seconds.get(_stage_name(s, t, method), 0.0) for t, s in ran)
     costs.append([method, f'{wall / 60:.1f}', f'{per_epoch:.2f}', f'{per_epoch / kd_cost:.2f}'])
   sections = [('Test accuracy at the epoch chosen on validation (last epoch in brackets)',
                header, table),
@@ -159,19 +264,23 @@ def body(stages: common.Stages, preset: dict) -> str:
     sections.append(('Published (RepDistiller README, CIFAR-100, last epoch, one run)',
                      header, reference))
   curves = {'alone': common.members(alone[pairs[0][1]])}
-  curves.update({m: common.members(taught[(pairs[0][0], pairs[0][1], m)]) for m in METHODS})
+  curves.update({m: common.members(taught[(pairs[0][0], pairs[0][1], m)]) for m in METHODS
+                 if taught[(pairs[0][0], pairs[0][1], m)] is not None})
   common.plot_curves(f'{stages.workdir}/curves.png', curves,
                      f'{pairs[0][0]} → {pairs[0][1]} on {stages.setup.dataset}')
   data = {'pairs': [list(p) for p in pairs], 'methods': list(METHODS),
           'accuracy': {f'{t}->{s}': {m: [r['test_accuracy'] for r in common.members(
-              taught[(t, s, m)])] for m in METHODS} for t, s in pairs},
+              taught[(t, s, m)])] for m in METHODS if taught[(t, s, m)] is not None}
+                       for t, s in pairs},
           'reference': {f'{t}->{s}': REFERENCE[(t, s)] for t, s in pairs if (t, s) in REFERENCE}}
   return common.write_report(
       stages, title=f'Distillation methods, preset {preset["name"]}',
       command=common.command_line(), sections=sections, data=data, rows=report_rows,
       notes='Nothing is chosen across runs: every method runs at its published weight. '
       'Within a run the reported epoch is the one with the best validation accuracy; the '
-      'bracketed number is the last epoch, as the references report it.\n'
+      'bracketed number is the last epoch, as the references report it. crd+kd weighs '
+      'CE, KD and CRD 0.5 : 0.5 : 0.4 (RepDistiller: 1 : 1 : 0.8). AB, FT and FSP begin with '
+      'their init stage (method-only training), counted in their cost.\n'
       'Figure: `curves.png` (the first pair).\n')
 
 

@@ -26,7 +26,7 @@ PIPELINES = ('auto', 'device', 'stream')
 _EXECUTION_FIELDS = ('overwrite', 'data_dir', 'log_every_epochs')
 
 
-SWEEP_AXES = ('temperature', 'alpha', 'seed', 'learning_rate', 'kind')
+SWEEP_AXES = ('temperature', 'alpha', 'seed', 'learning_rate', 'kind', 'method_weight')
 
 
 def default() -> ml_collections.ConfigDict:
@@ -121,6 +121,7 @@ def default() -> ml_collections.ConfigDict:
   c.sweep.seed = ()
   c.sweep.learning_rate = ()
   c.sweep.kind = ()  # soft-loss kinds
+  c.sweep.method_weight = ()  # weights of config.method's loss (not for crd)
   # 'vmap': all members in one vectorised program; 'loop': one run after
   # another (each its own program); 'auto': vmap for fully connected models
   # or off the CPU, loop for conv nets on the CPU, where XLA runs a vmapped
@@ -133,7 +134,7 @@ def default() -> ml_collections.ConfigDict:
   # A distillation method beside the logit objective (kdjax.methods):
   # loss = objective + method.weight x method. '' for none.
   c.method = ml_collections.ConfigDict()
-  c.method.name = ''  # 'at', 'nst', 'sp', 'pkt', 'rkd', 'dkd'
+  c.method.name = ''  # a method of kdjax.methods: 'at', 'sp', ..., 'fitnet', 'crd', 'ft'
   c.method.weight = -1.0  # < 0: the published weight (RepDistiller's -b; DKD 1)
   c.method.at_p = 2.0
   c.method.pkt_eps = 1e-7
@@ -143,6 +144,17 @@ def default() -> ml_collections.ConfigDict:
   c.method.dkd_beta = 8.0
   c.method.dkd_temperature = 4.0
   c.method.dkd_warmup_epochs = 20.0  # the DKD term ramps in linearly over these epochs
+  # Epochs of method-only training at the start of the run (RepDistiller's
+  # init stage, counted in num_epochs); < 0: 30 for ab, fsp and ft, else 0.
+  c.method.init_epochs = -1
+  c.method.fitnet_hint_layer = 2  # RepDistiller's feat[2]: stem, stage1, stage2, ...
+  c.method.crd_feat_dim = 128
+  c.method.crd_nce_k = 16384  # negatives per example, from the other classes
+  c.method.crd_nce_t = 0.07
+  c.method.crd_momentum = 0.5
+  c.method.cc_feat_dim = 128
+  c.method.ft_k = 0.5  # the factor's channels, a fraction of the teacher's
+  c.method.ab_margin = 1.0
 
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2
@@ -312,6 +324,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
       _fail('sweep.learning_rate', tuple(c.sweep.learning_rate),
             'every learning rate must be a number > 0')
+  for value in c.sweep.method_weight:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+      _fail('sweep.method_weight', tuple(c.sweep.method_weight),
+            'every method weight must be a number >= 0')
+  if len(c.sweep.method_weight) and not c.method.name:
+    _fail('sweep.method_weight', tuple(c.sweep.method_weight), 'needs config.method.name')
   for value in c.sweep.kind:
     if value not in losses.SOFT_LOSS_KINDS:
       _fail('sweep.kind', tuple(c.sweep.kind),
@@ -367,16 +385,17 @@ def sweep_members(c: ml_collections.ConfigDict) -> list[dict]:
 
   Each member is a dict with `label` (its sub-directory name), one value
   per sweepable field (`temperature`, `alpha`, `seed`, `learning_rate`,
-  `kind`) and its `data_seed` (see `sweep.couple_data_seed`).
+  `kind`, `method_weight`) and its `data_seed` (see `sweep.couple_data_seed`).
   """
   import itertools
   axes = {'temperature': tuple(c.sweep.temperature) or (c.distill.temperature,),
           'alpha': tuple(c.sweep.alpha) or (alpha(c),),
           'seed': tuple(c.sweep.seed) or (c.seed,),
           'learning_rate': tuple(c.sweep.learning_rate) or (c.optimizer.learning_rate,),
-          'kind': tuple(c.sweep.kind) or (c.distill.kind,)}
+          'kind': tuple(c.sweep.kind) or (c.distill.kind,),
+          'method_weight': tuple(c.sweep.method_weight) or (float(c.method.weight),)}
   label_prefix = {'temperature': 'T', 'alpha': 'alpha', 'seed': 'seed',
-                  'learning_rate': 'lr', 'kind': ''}
+                  'learning_rate': 'lr', 'kind': '', 'method_weight': 'beta'}
   swept = [k for k in axes if len(c.sweep[k])]
   if not swept:
     return []
@@ -386,7 +405,8 @@ def sweep_members(c: ml_collections.ConfigDict) -> list[dict]:
     member['label'] = '_'.join(
         label_prefix[k] + (member[k] if k == 'kind' else f'{member[k]:g}') for k in swept)
     member.update(temperature=float(member['temperature']), alpha=float(member['alpha']),
-                  seed=int(member['seed']), learning_rate=float(member['learning_rate']))
+                  seed=int(member['seed']), learning_rate=float(member['learning_rate']),
+                  method_weight=float(member['method_weight']))
     member['data_seed'] = int(c.data_seed) + (
         member['seed'] - int(c.seed) if c.sweep.couple_data_seed else 0)
     members.append(member)
@@ -404,6 +424,7 @@ def member_config(c: ml_collections.ConfigDict, member: dict) -> ml_collections.
   m.distill.ce_weight = None
   m.distill.kind = member['kind']
   m.optimizer.learning_rate = member['learning_rate']
+  m.method.weight = member.get('method_weight', m.method.weight)
   m.seed = member['seed']
   m.data_seed = member['data_seed']
   m.lock()

@@ -7,8 +7,19 @@ metrics. It may own trainable parameters (a regressor, an embedding head):
 `init` creates them and the step trains them with the student's optimizer,
 in the student's checkpoint, never in the teacher.
 
-Outputs are dicts: `{'logits': [B, K]}` today; methods that tap
-intermediate features will find them under `'features'`.
+Outputs are dicts: `{'logits': [B, K]}`, and `'features'` (the models'
+feature dicts) when the objective taps them.
+
+An objective may also own non-gradient state (a method's memory banks, the
+BatchNorm statistics of its connectors): `init_with(rng, student, teacher)`
+returns `(params, state)` from the networks' output shapes (trees of
+`jax.ShapeDtypeStruct`, from `jax.eval_shape`). The step hands the loss the
+state as `hparams['objective_state']`, the batch's example indices as
+`hparams['example_index']` (None where the feed has none) and a key as
+`hparams['objective_rng']`; a loss that changes the state returns the new
+value in its metrics under `STATE` (the step takes it out). The state lives
+in `TrainState.objective_state`: in the student's checkpoint, outside the
+optimizer (no weight decay on a memory bank), outside `jax.grad`.
 
 Adding a distillation method means writing one function and registering it:
 
@@ -31,6 +42,9 @@ import jax.numpy as jnp
 from kdjax import losses
 from kdjax.errors import ConfigError
 
+# The metrics key under which a loss returns its objective's new non-gradient state.
+STATE = 'objective_state'
+
 # (student outputs, teacher outputs or None, labels, hparams, own params) -> (loss, metrics)
 LossFn = Callable[[dict, dict | None, jax.Array, dict, Any], tuple[jax.Array, dict]]
 
@@ -51,9 +65,21 @@ class Objective:
   # Whether `loss` reads the networks' intermediate features, under
   # outputs['features'] (the step then asks the models for them).
   taps_features: bool = False
+  # `init_with(rng, student_outputs, teacher_outputs) -> (params, state)`, for parts
+  # whose shapes follow the networks' (outputs as ShapeDtypeStruct trees); overrides `init`.
+  init_with: Callable | None = None
+  # Whether the state is indexed by example (CRD's memory banks): the step needs
+  # the batch's example indices, and the members of a sweep cannot share batches' state.
+  per_example: bool = False
 
   def init_params(self, rng: jax.Array):
     return {} if self.init is None else self.init(rng)
+
+  def init_parts(self, rng: jax.Array, student=None, teacher=None) -> tuple[Any, Any]:
+    """(trainable params, non-gradient state) of the objective's own."""
+    if self.init_with is not None:
+      return self.init_with(rng, student, teacher)
+    return self.init_params(rng), {}
 
 
 _REGISTRY: dict[str, Callable[..., Objective]] = {}
@@ -73,38 +99,81 @@ def names() -> tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
-def from_config(config, *, swept_kind: bool = False, steps_per_epoch: int = 1) -> Objective:
+def from_config(config, *, swept_kind: bool = False, steps_per_epoch: int = 1,
+                train_labels=None) -> Objective:
   """The objective `config.distill.objective` names, built for this run.
 
   With `config.method.name`, the method's loss (kdjax.methods), weighted by
-  `config.method.weight`, is added to it.
+  `config.method.weight`, is added to it. `train_labels` (the label of every
+  training example, by example index) is what a method with per-example
+  state (CRD) samples its negatives from.
   """
   name = config.distill.objective
   if name not in _REGISTRY:
     raise ConfigError(f'config.distill.objective={name!r}: unknown; known: {", ".join(names())}')
   objective = _REGISTRY[name](config, swept_kind=swept_kind)
   if config.method.name:
-    objective = with_method(objective, config, steps_per_epoch)
+    objective = with_method(objective, config, steps_per_epoch, train_labels=train_labels)
   return objective
 
 
-def with_method(base: Objective, config, steps_per_epoch: int) -> Objective:
-  """`base` plus `method.weight` × the method's loss; metrics gain `method` (unweighted)."""
+def with_method(base: Objective, config, steps_per_epoch: int, *,
+                train_labels=None) -> Objective:
+  """`base` plus `method.weight` × the method's loss; metrics gain `method` (unweighted).
+
+  The weight is `hparams['method_weight']` where the hparams carry one (a
+  vectorised sweep over it), else `config.method.weight`. A method with its
+  own parts (kdjax.methods.trained) owns `{'base', 'method'}` parameters and
+  its state; during its init stage (the first `method.init_epochs` epochs)
+  the loss is the method's init loss alone, as RepDistiller's pre-training.
+  """
   from kdjax import methods  # pylint: disable=import-outside-toplevel
   method = methods.get(config.method.name)
   options = methods.registry.options(config)
   weight = methods.registry.weight(config)
+  name = f'{base.name}+{method.name}'
+  taps = method.taps_features or base.taps_features
+  if not isinstance(method, methods.TrainedMethod):
+    def loss(student, teacher, labels, hparams, own_params):
+      value, metrics = base.loss(student, teacher, labels, hparams, own_params)
+      if teacher is None:  # evaluation-style calls without a teacher
+        return value, metrics
+      epoch = hparams.get('step', 0) / steps_per_epoch
+      term = method.between(student, teacher, labels, options, epoch)
+      return value + hparams.get('method_weight', weight) * term, dict(metrics, method=term)
 
-  def loss(student, teacher, labels, hparams, own_params):
-    value, metrics = base.loss(student, teacher, labels, hparams, own_params)
-    if teacher is None:  # evaluation-style calls without a teacher
+    return Objective(name=name, loss=loss, init=base.init, taps_features=taps)
+
+  context = methods.trained.Context(train_labels=train_labels, options=options)
+  init_steps = methods.registry.init_epochs(config) * steps_per_epoch
+
+  def init_with(rng, student, teacher):
+    base_rng, method_rng = jax.random.split(rng)
+    # Zeros of the features' shapes: modules initialise on arrays (inside the init program).
+    zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)  # noqa: E731
+    params, state = method.init(method_rng, zeros(student['features']),
+                                zeros(teacher['features']), context)
+    return {'base': base.init_params(base_rng), 'method': params}, state
+
+  def trained_loss(student, teacher, labels, hparams, own_params):
+    value, metrics = base.loss(student, teacher, labels, hparams, own_params['base'])
+    if teacher is None:
       return value, metrics
-    epoch = hparams.get('step', 0) / steps_per_epoch
-    term = method.between(student, teacher, labels, options, epoch)
-    return value + weight * term, dict(metrics, method=term)
+    run = methods.trained.Run(
+        params=own_params['method'], state=hparams['objective_state'],
+        example_index=hparams.get('example_index'), rng=hparams['objective_rng'],
+        in_init=(hparams.get('step', 0) < init_steps) if init_steps else False)
+    term, init_term, state = method.loss(student['features'], teacher['features'], labels,
+                                         run, context)
+    total = value + hparams.get('method_weight', weight) * term
+    metrics = dict(metrics, method=term, **{STATE: state})
+    if init_steps:
+      total = jnp.where(run.in_init, init_term, total)
+      metrics['method_init'] = init_term
+    return total, metrics
 
-  return Objective(name=f'{base.name}+{method.name}', loss=loss, init=base.init,
-                   taps_features=method.taps_features or base.taps_features)
+  return Objective(name=name, loss=trained_loss, init_with=init_with, taps_features=True,
+                   per_example=method.per_example)
 
 
 def logit_kd(kind: str | None = 'kl') -> Objective:

@@ -340,7 +340,23 @@ def test_feature_shapes(name, image_shape, expected):
   logits, features = jax.eval_shape(apply, _default_shapes(name, image_shape),
                                     images)
   assert logits.shape == (2, 10)
+  # Every stage also before its final ReLU (the pre-activations AB taps).
+  expected = dict(expected, **{f'{k}_preact': v for k, v in expected.items()
+                               if k.startswith('stage')})
   assert {key: value.shape for key, value in features.items()} == expected
+
+
+@pytest.mark.parametrize('name', ['resnet8', 'vgg8', 'lightnn'])
+def test_stage_outputs_are_the_relu_of_their_pre_activations(name):
+  model = models.create(name, num_classes=10)
+  images = _images(2, CIFAR)
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  _, features = model.apply(variables, images, train=False, return_features=True)
+  stages = [k for k in features if k.startswith('stage') and k[5:].isdigit()]
+  assert stages
+  for key in stages:
+    np.testing.assert_array_equal(np.maximum(features[f'{key}_preact'], 0), features[key])
+    assert np.any(features[f'{key}_preact'] < 0)
 
 
 @pytest.mark.parametrize('name', ['resnet8', 'vgg8', 'papernot_cifar'])

@@ -14,12 +14,17 @@ adds one of them to a run's objective (`kdjax.methods.registry`).
   pkt_loss   probabilistic knowledge transfer (Passalis & Tefas, 2018)
   rkd_loss   relational KD, distance + angle (Park et al., 2019)
   dkd_loss   decoupled KD, target + non-target (Zhao et al., 2022)
+
+Methods with trainable parts or state of their own (FitNets, CRD, VID, CC,
+FSP, FT) are in `kdjax.methods.trained`.
 """
 
 from kdjax.methods.features import adaptive_avg_pool, at_loss, nst_loss, sp_loss
 from kdjax.methods.logits import dkd_loss
 from kdjax.methods.registry import METHODS, Method, get
 from kdjax.methods.relations import pkt_loss, rkd_loss
+from kdjax.methods import trained
+from kdjax.methods.trained import TRAINED, TrainedMethod
 
 # RepDistiller's weight of each method's loss (train_student.py, `-b`), with
 # cross-entropy weight 1 and no logit KD term beside it.
@@ -28,5 +33,6 @@ PUBLISHED_WEIGHTS = {
     'pkt': 30000.0, 'ab': 1.0, 'ft': 200.0, 'fsp': 50.0, 'nst': 50.0, 'crd': 0.8,
 }
 
-__all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'adaptive_avg_pool', 'at_loss', 'dkd_loss',
+__all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'TRAINED', 'TrainedMethod', 'trained',
+           'adaptive_avg_pool', 'at_loss', 'dkd_loss',
            'get', 'nst_loss', 'pkt_loss', 'rkd_loss', 'sp_loss']

@@ -135,11 +135,29 @@ METHODS = {m.name: m for m in (
 )}
 
 
-def get(name: str) -> Method:
-  if name not in METHODS:
-    raise ConfigError(f'config.method.name={name!r}: unknown; known: {", ".join(METHODS)} '
+def get(name: str):
+  """The method `name`: a `Method`, or a `kdjax.methods.trained.TrainedMethod`."""
+  from kdjax.methods import trained  # pylint: disable=import-outside-toplevel
+  known = {**METHODS, **trained.TRAINED}
+  if name not in known:
+    raise ConfigError(f'config.method.name={name!r}: unknown; known: {", ".join(known)} '
                       "(or '' for none)")
-  return METHODS[name]
+  return known[name]
+
+
+# RepDistiller's `init_epochs` for the methods it pre-trains (AB, FT, FSP).
+PUBLISHED_INIT_EPOCHS = 30
+
+
+def init_epochs(config) -> int:
+  """Epochs of the method's init stage: `config.method.init_epochs`, or (< 0) 30 for a
+  method RepDistiller pre-trains and 0 for the others."""
+  if not config.method.name:
+    return 0
+  value = int(config.method.init_epochs)
+  if value >= 0:
+    return value
+  return PUBLISHED_INIT_EPOCHS if getattr(get(config.method.name), 'init_stage', False) else 0
 
 
 def needs_features(config) -> bool:
@@ -158,11 +176,29 @@ def check_config(config) -> None:
   if config.teacher.cache is True and needs_features(config):
     raise ConfigError(f"config.teacher.cache=True: method {config.method.name!r} taps the "
                       "teacher's features, which are not cached; use teacher.cache='auto'")
+  method = get(config.method.name)
+  epochs = init_epochs(config)
+  if epochs and not getattr(method, 'init_stage', False):
+    raise ConfigError(f'config.method.init_epochs={config.method.init_epochs}: method '
+                      f'{config.method.name!r} has no init stage (only ab, fsp and ft do)')
+  if epochs and epochs >= config.num_epochs:
+    raise ConfigError(f'config.method.init_epochs={epochs} leaves no main training in '
+                      f'config.num_epochs={config.num_epochs} (the init stage is counted in it)')
+  if getattr(method, 'per_example', False):
+    from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel
+    if config_lib.input_pipeline(config) != 'device':
+      raise ConfigError(f"config.method.name={config.method.name!r} keeps a memory bank per "
+                        "training example, which streamed input cannot index; use "
+                        "input.pipeline='device'")
+    if len(config.sweep.method_weight) and config_lib.sweep_mode(config) == 'vmap':
+      raise ConfigError(f'config.sweep.method_weight: method {config.method.name!r} keeps '
+                        "per-example state; sweep its weight with sweep.mode='loop'")
 
 
 def options(config) -> dict:
   """The method's options from `config.method`, as plain Python values."""
-  return {k: v for k, v in config.method.to_dict().items() if k not in ('name', 'weight')}
+  return {k: v for k, v in config.method.to_dict().items()
+          if k not in ('name', 'weight', 'init_epochs')}
 
 
 def weight(config) -> float:

@@ -49,7 +49,8 @@ Convolutions pad explicitly by 1 (3x3) or 0 (1x1), as PyTorch does, so strided
 layers sample the same pixels as the reference implementations.
 
 Features (`return_features=True`): 'stem', 'stage1' ... 'stageK' (each after
-its final ReLU, NHWC), 'pooled' (B, C) and 'logits'.
+its final ReLU, NHWC), 'stage1_preact' ... (the same before that ReLU, as
+RepDistiller's `preact=True`), 'pooled' (B, C) and 'logits'.
 """
 
 import functools
@@ -88,7 +89,10 @@ class _Shortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """Two 3x3 conv-BN layers and a shortcut: y = relu(F(x) + shortcut(x))."""
+  """Two 3x3 conv-BN layers and a shortcut: y = relu(F(x) + shortcut(x)).
+
+  Returns (y, F(x) + shortcut(x)): the output and its pre-activation.
+  """
   features: int
   stride: int = 1
   shortcut: str = 'A'
@@ -105,11 +109,13 @@ class BasicBlock(nn.Module):
     y = norm(name='bn2')(y)
     residual = _Shortcut(self.features, self.stride, self.shortcut, self.dtype,
                          name='shortcut')(x, train=train)
-    return nn.relu(y + residual)
+    preact = y + residual
+    return nn.relu(preact), preact
 
 
 class BottleneckBlock(nn.Module):
-  """1x1 reduce, 3x3 (strided), 1x1 expand by 4, and a shortcut."""
+  """1x1 reduce, 3x3 (strided), 1x1 expand by 4, and a shortcut; returns (output,
+  pre-activation) as BasicBlock does."""
   features: int
   stride: int = 1
   shortcut: str = 'B'
@@ -129,7 +135,8 @@ class BottleneckBlock(nn.Module):
     y = norm(name='bn3')(y)
     residual = _Shortcut(out_features, self.stride, self.shortcut, self.dtype,
                          name='shortcut')(x, train=train)
-    return nn.relu(y + residual)
+    preact = y + residual
+    return nn.relu(preact), preact
 
 
 _BLOCKS = {'basic': BasicBlock, 'bottleneck': BottleneckBlock}
@@ -177,9 +184,10 @@ class ResNet(nn.Module):
         zip(self.blocks, self.widths[1:]), start=1):
       for index in range(num_blocks):
         stride = 2 if stage > 1 and index == 0 else 1
-        x = block_cls(width, stride, self.shortcut, self.dtype,
-                      name=f'stage{stage}_block{index}')(x, train=train)
+        x, preact = block_cls(width, stride, self.shortcut, self.dtype,
+                              name=f'stage{stage}_block{index}')(x, train=train)
       features[f'stage{stage}'] = x
+      features[f'stage{stage}_preact'] = preact
     return pooled_head(x, features, self.num_classes, self.dtype, return_features)
 
 

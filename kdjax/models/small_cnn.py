@@ -22,8 +22,8 @@ The smallest inputs are 4x4 for `lightnn` and `simplenn` and 16x16 for the
 Papernot nets.
 
 Features (`return_features=True`): 'stage1', 'stage2' (after the group's
-last ReLU, before its pool, NHWC), 'hidden_0', 'hidden_1', ... (after each
-hidden ReLU) and 'logits'.
+last ReLU, before its pool, NHWC), 'stage1_preact', ... (before that ReLU),
+'hidden_0', 'hidden_1', ... (after each hidden ReLU) and 'logits'.
 """
 
 from typing import Sequence
@@ -61,8 +61,10 @@ class SmallCNN(nn.Module):
       for index, width in enumerate(widths):
         x = layers.Conv(width, (3, 3), padding=self.padding, dtype=self.dtype,
                         name=f'stage{stage}_conv{index}')(x)
+        preact = x
         x = nn.relu(x)
       features[f'stage{stage}'] = x
+      features[f'stage{stage}_preact'] = preact
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
     x = x.reshape((x.shape[0], -1))
     for index, width in enumerate(self.hidden):

@@ -19,7 +19,8 @@ Max-pools pad odd sizes up (PyTorch's ceil mode), so a 28x28 input also
 survives five pools (28, 14, 7, 4, 2, 1); at 32x32 this changes nothing.
 
 Features (`return_features=True`): 'stage1' ... 'stage5' (after the stage's
-last ReLU, before its pool, NHWC), 'pooled' (B, 512) and 'logits'.
+last ReLU, before its pool, NHWC), 'stage1_preact' ... (the same before that
+ReLU), 'pooled' (B, 512) and 'logits'.
 """
 
 import functools
@@ -67,8 +68,10 @@ class VGG(nn.Module):
       for index, width in enumerate(widths):
         x = layers.Conv(width, (3, 3), padding=[(1, 1), (1, 1)], dtype=self.dtype,
                         name=f'stage{stage}_conv{index}')(x)
-        x = nn.relu(norm(name=f'stage{stage}_bn{index}')(x))
+        preact = norm(name=f'stage{stage}_bn{index}')(x)
+        x = nn.relu(preact)
       features[f'stage{stage}'] = x
+      features[f'stage{stage}_preact'] = preact
       if pool:
         x = nn.max_pool(x, (2, 2), strides=(2, 2), padding='SAME')
     x = jnp.mean(x, axis=(1, 2))

@@ -94,8 +94,11 @@ class DeviceFeed:
     self.num_train_examples = len(train_split.labels)
     self.steps_per_epoch = _check_batch_sizes(config, self.num_train_examples)
     self._train_images = train_split.images
-    self.data = replicated(mesh, {'images': train_split.images,
-                                  'labels': train_split.labels.astype(np.int32)})
+    self.train_labels = train_split.labels.astype(np.int32)
+    # `index`: each example's position in the (filtered) training split, which
+    # methods with per-example state (CRD's memory banks) address.
+    self.data = replicated(mesh, {'images': train_split.images, 'labels': self.train_labels,
+                                  'index': np.arange(self.num_train_examples, dtype=np.int32)})
     splits = {'test': dataset.test}
     if dataset.validation is not None:
       splits['validation'] = dataset.validation
@@ -179,6 +182,7 @@ class StreamFeed:
                         f'{info.num_train_examples} training examples each process reads')
     self._sharding = NamedSharding(mesh, P('data'))
     self.labels = {}
+    self.train_labels = None  # batches carry no example index (refused for CRD in config)
     self._step = None
     self.step_flops = None  # XLA's count of one train step, once compiled
 

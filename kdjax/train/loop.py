@@ -115,11 +115,16 @@ def build(config, workdir: str, members: sweep_lib.Members) -> Run:
   model = models.from_config(config.model, num_classes=dataset.num_classes)
   tx = optim.optimizer(config, feed.steps_per_epoch)
   objective = objective_lib.from_config(config, swept_kind=bool(len(config.sweep.kind)),
-                                        steps_per_epoch=feed.steps_per_epoch)
-  state = members.init_state(lambda seed: step_lib.init_state(
-      model, tx, jax.random.PRNGKey(seed), dataset.image_shape, objective))
-  num_params = models.count_params(members.take(state.params, 0))
+                                        steps_per_epoch=feed.steps_per_epoch,
+                                        train_labels=feed.train_labels)
   teacher = teacher_lib.attach(config, dataset, feed, mesh)
+  teacher_outputs = (step_lib.output_shapes(teacher.model, teacher.variables,
+                                            dataset.image_shape)
+                     if objective.init_with is not None and teacher is not None else None)
+  state = members.init_state(lambda seed: step_lib.init_state(
+      model, tx, jax.random.PRNGKey(seed), dataset.image_shape, objective,
+      teacher_outputs=teacher_outputs))
+  num_params = models.count_params(members.take(state.params, 0))
   state = feed_lib.replicated(mesh, state)
   hparams = feed_lib.replicated(mesh, members.hparams())
   train_step = step_lib.make_train_step(

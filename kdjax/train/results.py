@@ -14,6 +14,7 @@ import numpy as np
 
 from kdjax import config as config_lib
 from kdjax import report
+from kdjax.methods import registry as methods_registry
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import progress as progress_lib
 from kdjax.train import sweep as sweep_lib
@@ -100,6 +101,8 @@ def member_results(facts: dict, member_config, records: list[dict], final: dict,
       'seed': int(member_config.seed),
       'data_seed': int(member_config.data_seed),
       'learning_rate': float(member_config.optimizer.learning_rate),
+      'method_weight': (methods_registry.weight(member_config) if member_config.method.name
+                        else None),
       'diverged': bool(diverged_at),
       'diverged_at_step': int(diverged_at) or None,
   })

@@ -48,23 +48,45 @@ class TrainState:
   # 0 while every loss so far was finite; else the step whose loss was not.
   # Only sweeps set it: a member that diverged keeps its last finite state.
   diverged_step: jax.Array  # int32 scalar
+  # The objective's non-gradient state (memory banks, connectors' BatchNorm
+  # statistics; {} for none): saved with the student, updated by the step,
+  # never seen by the optimizer.
+  objective_state: Any = flax.struct.field(default_factory=dict)
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
-               image_shape, objective: objective_lib.Objective | None = None) -> TrainState:
-  """Initialises parameters, model state, the objective's parameters and optimizer state."""
+               image_shape, objective: objective_lib.Objective | None = None,
+               teacher_outputs=None) -> TrainState:
+  """Initialises parameters, model state, the objective's parameters and state, and the
+  optimizer state.
+
+  `teacher_outputs`: the teacher's `{'logits', 'features'}` as ShapeDtypeStructs
+  (`output_shapes`), for an objective whose parts are shaped after the networks.
+  """
   init_rng, state_rng = jax.random.split(rng)
-  variables = model.init({'params': init_rng, 'dropout': init_rng},
-                         jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = model.init({'params': init_rng, 'dropout': init_rng}, images, train=False)
   params = variables.pop('params') if isinstance(variables, dict) else variables['params']
   model_state = {k: v for k, v in variables.items() if k != 'params'}
-  objective_params = ({} if objective is None
-                      else objective.init_params(jax.random.fold_in(init_rng, 1)))
+  objective_params, objective_state = {}, {}
+  if objective is not None:
+    student_outputs = (output_shapes(model, {'params': params, **model_state}, image_shape)
+                       if objective.init_with is not None else None)
+    objective_params, objective_state = objective.init_parts(
+        jax.random.fold_in(init_rng, 1), student_outputs, teacher_outputs)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     model_state=model_state,
                     opt_state=tx.init(_trainable(params, objective_params)), rng=state_rng,
                     objective_params=objective_params,
-                    diverged_step=jnp.zeros((), jnp.int32))
+                    diverged_step=jnp.zeros((), jnp.int32), objective_state=objective_state)
+
+
+def output_shapes(model: nn.Module, variables, image_shape, batch: int = 2) -> dict:
+  """`{'logits', 'features'}` of `model` as ShapeDtypeStructs (nothing is computed)."""
+  logits, features = jax.eval_shape(
+      lambda v: model.apply(v, jnp.zeros((batch, *image_shape), jnp.float32), train=False,
+                            return_features=True), variables)
+  return {'logits': logits, 'features': features}
 
 
 def _trainable(params, objective_params) -> dict:
@@ -135,7 +157,9 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     if teacher_outputs is not None:
       teacher = jax.tree.map(lambda x: jax.lax.stop_gradient(x.astype(jnp.float32)),
                              teacher_outputs)
-    objective_hparams = dict(hparams, step=state.step)
+    objective_hparams = dict(hparams, step=state.step, objective_state=state.objective_state,
+                             example_index=batch.get('index'),
+                             objective_rng=jax.random.fold_in(dropout_rng, 1))
 
     def loss_fn(trainable):
       outputs, new_model_state = model.apply(
@@ -146,10 +170,12 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                  else {'logits': outputs})
       loss, terms = objective.loss(student, teacher, labels, objective_hparams,
                                    trainable['objective'])
-      return loss, (student['logits'], new_model_state, terms)
+      terms = dict(terms)
+      objective_state = terms.pop(objective_lib.STATE, state.objective_state)
+      return loss, (student['logits'], new_model_state, terms, objective_state)
 
     trainable = _trainable(state.params, state.objective_params)
-    (loss, (logits, new_model_state, terms)), grads = jax.value_and_grad(
+    (loss, (logits, new_model_state, terms, objective_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(trainable)
     trainable, opt_state = _apply_gradients(tx, trainable, grads, state.opt_state,
                                             hparams.get('lr_scale'))
@@ -163,7 +189,8 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     }
     new_state = state.replace(step=state.step + 1, params=params,
                               model_state=dict(new_model_state), opt_state=opt_state,
-                              objective_params=trainable['objective'])
+                              objective_params=trainable['objective'],
+                              objective_state=objective_state)
     if freeze_on_divergence:
       new_state = _frozen_if_diverged(new_state, state, loss)
     return new_state, metrics

@@ -124,6 +124,11 @@ class Members:
       # scales its updates to its own rate (exact: updates are linear in it).
       hparams['lr_scale'] = np.array(
           [r['learning_rate'] / config.optimizer.learning_rate for r in rows], np.float32)
+    if len(config.sweep.method_weight):
+      from kdjax.methods import registry  # pylint: disable=import-outside-toplevel
+      hparams['method_weight'] = np.array(
+          [registry.weight(config_lib.member_config(config, r))
+           for r in rows], np.float32)
     if len(config.sweep.kind):
       hparams['kind'] = np.array([losses.SOFT_LOSS_KINDS.index(r['kind']) for r in rows],
                                  np.int32)
@@ -142,7 +147,8 @@ class Members:
 def member_row(results: dict, member: dict, member_dir: str) -> dict:
   """A member's line in its sweep's results.json."""
   row = {k: results.get(k) for k in (
-      'temperature', 'alpha', 'seed', 'data_seed', 'learning_rate', 'kind', 'test_accuracy',
+      'temperature', 'alpha', 'seed', 'data_seed', 'learning_rate', 'kind', 'method_weight',
+      'test_accuracy',
       'test_errors', 'per_class_errors', 'validation_accuracy', 'best_validation_epoch',
       'best_validation_accuracy', 'test_accuracy_at_best_validation', 'diverged',
       'diverged_at_step')}
@@ -152,7 +158,7 @@ def member_row(results: dict, member: dict, member_dir: str) -> dict:
   return row
 
 
-SETTINGS = ('temperature', 'alpha', 'kind', 'learning_rate')
+SETTINGS = ('temperature', 'alpha', 'kind', 'learning_rate', 'method_weight')
 
 
 def summary(rows: list[dict]) -> dict:
