@@ -32,6 +32,7 @@ Features (`return_features=True`): the base ResNet's ('stem', 'stage1' ...,
 deepest stage's map).
 """
 
+import re
 from typing import Sequence
 
 import flax.linen as nn
@@ -124,7 +125,7 @@ class MultiExitResNet(nn.Module):
 
 def exit_outputs(features: dict, exits: Sequence[int]) -> tuple[list, list, jax.Array]:
   """(logits per exit, shallow to deepest; hints per shallow exit; the deepest hint)."""
-  deepest = max(int(k[len('stage'):]) for k in features if k.startswith('stage'))
+  deepest = max(int(k[len('stage'):]) for k in features if re.fullmatch(r'stage\d+', k))
   logits = [features[f'exit{s}_logits'] for s in exits] + [features['logits']]
   hints = [features[f'exit{s}_hint'] for s in exits]
   return logits, hints, features[f'stage{deepest}']
