@@ -28,15 +28,19 @@ def forward_flops_per_example(model, variables, image_shape: Sequence[int]
   Returns:
     The operation count, a float.
   """
+  return compiled_flops(lambda variables, images: model.apply(variables, images, train=False),
+                        variables, image_shape)
+
+
+def compiled_flops(forward, variables, image_shape: Sequence[int],
+                   compiler_options: dict | None = None) -> float:
+  """XLA's operation count of `forward(variables, images)` compiled for the CPU on one
+  image (after dead-code elimination: outputs `forward` drops are not counted)."""
   cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
   images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32, sharding=cpu)
   shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype),
                         variables)
-
-  def forward(variables, images):
-    return model.apply(variables, images, train=False)
-
-  compiled = jax.jit(forward).lower(shapes, images).compile()
+  compiled = jax.jit(forward).lower(shapes, images).compile(compiler_options=compiler_options)
   cost = compiled.cost_analysis()
   # Older jax versions return one dict per device program.
   if isinstance(cost, (list, tuple)):

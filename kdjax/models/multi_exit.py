@@ -188,20 +188,15 @@ def exit_flops(model: MultiExitResNet, variables, image_shape) -> list[float]:
   stages up to i and every shallow head on the way. The deepest's is the
   whole multi-exit network, heads included. A multiply-add counts 2.
   """
-  cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
-  images = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32, sharding=cpu)
-  shapes = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), variables)
+  from kdjax.models import flops  # pylint: disable=import-outside-toplevel
   out = []
   for index in range(len(model.exits) + 1):
     def forward(variables, images, index=index):
-      logits, features = model.apply(variables, images, train=False, return_features=True)
+      _, features = model.apply(variables, images, train=False, return_features=True)
       return exit_outputs(features, model.exits)[0][:index + 1]
 
     # Compiled as kdjax.models.flops counts (after XLA's dead-code elimination),
     # with the CPU backend's code generation unoptimised: the count is the same.
-    cost = jax.jit(forward).lower(shapes, images).compile(
-        compiler_options={'xla_backend_optimization_level': 0}).cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0]
-    out.append(float(cost['flops']))
+    out.append(flops.compiled_flops(forward, variables, image_shape,
+                                    {'xla_backend_optimization_level': 0}))
   return out
