@@ -8,14 +8,16 @@ Stages, per pair: `teacher_<T>` (one run, shared by the pairs it teaches),
 `<S>_alone` (one run per seed), then one stage per method, each student taught
 by that teacher: `kd` (Hinton's loss, T = 4, alpha = 0.9, i.e. RepDistiller's
 `-r 0.1 -a 0.9`) and `fitnet`, `at`, `sp`, `cc`, `vid`, `rkd`, `pkt`, `ab`,
-`ft`, `fsp`, `nst`, `crd`, `dkd` (cross-entropy + the method at its published weight,
-RepDistiller's `-a 0 -b β`; DKD with its own alpha, beta, T and warm-up), and
+`ft`, `fsp`, `nst`, `crd`, `reviewkd`, `dkd` (cross-entropy + the method at its
+published weight, RepDistiller's `-a 0 -b β`; Review KD at its authors' weight for
+the pair, else mdistiller's 1, with its 20-epoch warm-up; DKD with its own alpha,
+beta, T and warm-up), and
 `crd+kd` (RepDistiller's `-r 1 -a 1 -b 0.8`, here at half that scale with the
 same proportions: alpha 0.5, CRD weight 0.4). AB, FT and FSP start with
 RepDistiller's init stage of method-only training (`config.method.init_epochs`:
 30 epochs before the preset's epochs for `repdistiller`, 1 for `cpu`; the
 learning-rate schedule is shifted by it); AB's and FSP's main training has no
-AB or FSP term, as in RepDistiller.
+AB or FSP term, as in RepDistiller. `--methods=kd,crd` runs a subset.
 A method that cannot pair a teacher and student (FSP needs equal channels, as
 in RepDistiller) is reported n/a for that pair. Every run holds out the launchers' seeded 10 % of
 the training split. The table gives, per method and pair, the mean ± std test
@@ -29,18 +31,19 @@ Presets:
                 weight decay 5e-4, batch 64, 240 epochs, /10 at 150/180/210;
                 0.01 for MobileNetV2 and ShuffleNets), its 7 homogeneous and 6
                 heterogeneous pairs, 1 seed (raise with --seeds).
-  cpu           LightNN teaching SimpleNN (two conv stages each, so every
-                method has its taps; FSP n/a: 16 vs 8 channels), 5 epochs of
-                Adam, 3 seeds; the teacher on the whole training split, the
-                students on its first 5,000 Fashion-MNIST images: 16 stages,
-                about 25 minutes on 2 CPU cores (with a teacher on the same
-                5,000 images: 25.1 min on a shared machine).
+  cpu           ResNet-20 teaching ResNet-8 (He's CIFAR layouts, widths
+                16/16/32/64, with the ImageNet stem so that 28×28 images reach
+                the stages at 7×7: every method has its taps, FSP included),
+                5 epochs of Adam, 3 seeds; the teacher on the whole training
+                split, the students on its first 5,000 images (Fashion-MNIST by
+                default; --dataset=mnist): 18 stages.
                 CRD keeps its 16,384 negatives, drawn with replacement from
                 the about 4,500 training examples of other classes.
 """
 
 import os
 
+from absl import flags
 import numpy as np
 
 from experiments import common
@@ -48,7 +51,7 @@ from kdjax import report
 from kdjax.errors import ConfigError
 
 METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'fsp', 'nst',
-           'crd', 'crd+kd', 'dkd')
+           'crd', 'crd+kd', 'reviewkd', 'dkd')
 HOMOGENEOUS = (('wrn_40_2', 'wrn_16_2'), ('wrn_40_2', 'wrn_40_1'), ('resnet56', 'resnet20'),
                ('resnet110', 'resnet20'), ('resnet110', 'resnet32'),
                ('resnet32x4', 'resnet8x4'), ('vgg13', 'vgg8'))
@@ -96,10 +99,37 @@ _MORE_ROWS = {
     ('resnet32x4', 'shufflenetv2'): (73.54, 71.29, 73.40, 74.31, 72.50, None, 75.65),
     ('wrn_40_2', 'shufflenetv1'): (73.73, 71.38, 73.61, 73.34, 72.03, None, 76.05),
 }
-REFERENCE = {pair: {**dict(zip(_COLUMNS, values)), **dict(zip(_MORE_COLUMNS, _MORE_ROWS[pair]))}
+# DKD's CIFAR-100 accuracies in megvii-research/mdistiller's README (Zhao et al., CVPR 2022),
+# for the pairs of this table that it lists.
+_DKD = {('resnet56', 'resnet20'): 71.97, ('resnet110', 'resnet32'): 74.11,
+        ('resnet32x4', 'resnet8x4'): 76.32, ('wrn_40_2', 'wrn_16_2'): 76.23,
+        ('wrn_40_2', 'wrn_40_1'): 74.81, ('vgg13', 'vgg8'): 74.68,
+        ('resnet32x4', 'shufflenetv1'): 76.45, ('wrn_40_2', 'shufflenetv1'): 76.70,
+        ('vgg13', 'mobilenetv2'): 69.71, ('resnet50', 'mobilenetv2'): 70.35}
+REFERENCE = {pair: {**dict(zip(_COLUMNS, values)), **dict(zip(_MORE_COLUMNS, _MORE_ROWS[pair])),
+                    'dkd': _DKD.get(pair)}
              for pair, values in _REFERENCE_ROWS.items()}
 _REFERENCE_ORDER = ('teacher', 'alone', 'kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt',
-                    'ab', 'ft', 'fsp', 'nst', 'crd')
+                    'ab', 'ft', 'fsp', 'nst', 'crd', 'dkd')
+# Review KD's weight per pair in its authors' CIFAR-100 script
+# (dvlab-research/ReviewKD, CIFAR-100/script/reviewKD.sh); other pairs: mdistiller's default 1.
+REVIEWKD_WEIGHTS = {('wrn_40_2', 'wrn_16_2'): 5.0, ('wrn_40_2', 'wrn_40_1'): 5.0,
+                    ('wrn_40_2', 'shufflenetv1'): 5.0, ('resnet32x4', 'resnet8x4'): 5.0,
+                    ('resnet32x4', 'shufflenetv1'): 5.0, ('resnet32x4', 'shufflenetv2'): 8.0,
+                    ('resnet56', 'resnet20'): 0.6, ('resnet110', 'resnet32'): 1.0}
+
+METHODS_FLAG = flags.DEFINE_list(
+    'methods', [], 'Run only these methods (comma-separated, from: ' + ', '.join(METHODS)
+    + '); default: all of them.')
+
+
+def chosen_methods(names) -> tuple[str, ...]:
+  """The methods a run trains: `names` in the table's order, or all of them."""
+  unknown = [m for m in names if m not in METHODS]
+  if unknown:
+    raise ConfigError(f'--methods: unknown {", ".join(unknown)}; known: {", ".join(METHODS)}')
+  return tuple(m for m in METHODS if m in names) if names else METHODS
+
 
 PRESETS = {
     'repdistiller': dict(recipe='repdistiller', dataset='cifar100', epochs=240, seeds=1,
@@ -109,11 +139,14 @@ PRESETS = {
                          low_lr_students=_LOW_LR, init_epochs=30,
                          # --quick: one pair (the VGGs, which tests narrow)
                          quick_pairs=(('vgg13', 'vgg8'),)),
-    # The teacher learns from the whole training split (54,000 images), the
-    # students from the first 5,000: a teacher that knows more than its students.
+    # Small ResNets of He's CIFAR layout with the ImageNet stem (a 7×7 stride-2 conv and a
+    # stride-2 max-pool: 28×28 images reach the stages at 7×7), so that 16 methods × 3 seeds
+    # fit 2 CPU cores; equal channels (16/16/32/64), so FSP runs too. The teacher learns from
+    # the whole training split (54,000 images), the students from the first 5,000.
     'cpu': dict(recipe='adam', dataset='fashion_mnist', epochs=5, seeds=3,
                 train_examples=5000, teacher_train_examples=0,
-                pairs=(('lightnn', 'simplenn'),), init_epochs=1,
+                pairs=(('resnet20', 'resnet8'),), init_epochs=1,
+                model_options={'resnet20': {'stem': 'imagenet'}, 'resnet8': {'stem': 'imagenet'}},
                 quick_seeds=1),  # --quick: one run per stage
 }
 
@@ -127,10 +160,12 @@ def _recipe_changes(model: str, preset: dict) -> dict:
 _INIT_STAGE = ('ab', 'ft', 'fsp')
 
 
-def _method_changes(method: str, student: str, preset: dict,
+def _method_changes(method: str, teacher: str, student: str, preset: dict,
                     setup: common.Setup) -> tuple[dict, tuple, tuple]:
   """(config changes, temperatures, alphas) of one method's stage."""
   changes = _recipe_changes(student, preset)
+  if method == 'reviewkd' and (teacher, student) in REVIEWKD_WEIGHTS:
+    changes['method.weight'] = REVIEWKD_WEIGHTS[(teacher, student)]
   if method == 'kd':
     return changes, (4.0,), (0.9,)
   changes.update(preset.get('method_options', {}))
@@ -176,12 +211,14 @@ def _pairs_with(method: str, teacher: str, student: str, setup: common.Setup) ->
   return True
 
 
-def _label(student: str, teacher: str, method: str) -> str:
+def _label(student: str, teacher: str, method: str, changes: dict) -> str:
   if method == 'kd':
     return f'{student} from {teacher}: kd, T=4, alpha=0.9'
   if method == 'crd+kd':
     return f'{student} from {teacher}: method=crd, weight 0.4, T=4, alpha=0.5'
-  return f'{student} from {teacher}: method={method}, alpha=0'
+  weight = (f', weight {changes["method.weight"]:g}' if 'method.weight' in changes
+            else '')
+  return f'{student} from {teacher}: method={method}{weight}, alpha=0'
 
 
 def _cell(runs: list[dict] | None) -> str:
@@ -208,6 +245,12 @@ def _stage_name(student: str, teacher: str, method: str) -> str:
   return f'{student}_from_{teacher}_{method.replace("+", "_")}'
 
 
+def _model_text(model: str, preset: dict) -> str:
+  """A model's name in the table, with its stem where it is not the CIFAR one."""
+  stem = preset.get('model_options', {}).get(model, {}).get('stem', 'cifar')
+  return model if stem == 'cifar' else f'{model} ({stem} stem)'
+
+
 def _published(pair: tuple, column: str) -> str:
   value = REFERENCE.get(pair, {}).get(column)
   return '' if value is None else f'{value:.2f}'
@@ -215,6 +258,8 @@ def _published(pair: tuple, column: str) -> str:
 
 def body(stages: common.Stages, preset: dict) -> str:
   pairs = preset['pairs']
+  methods = chosen_methods(METHODS_FLAG.value if flags.FLAGS.is_parsed() else
+                           preset.get('methods', ()))
   teachers, alone, taught, report_rows = {}, {}, {}, []
   for teacher, student in pairs:
     if teacher not in teachers:
@@ -231,23 +276,25 @@ def body(stages: common.Stages, preset: dict) -> str:
                                     changes=_recipe_changes(student, preset))
       report_rows.append(common.row(f'{student} alone', common.members(alone[student]),
                                     stage=f'{student}_alone'))
-    for method in METHODS:
+    for method in methods:
       if not _pairs_with(method, teacher, student, stages.setup):
         taught[(teacher, student, method)] = None
         continue
-      changes, temperatures, alphas = _method_changes(method, student, preset, stages.setup)
+      changes, temperatures, alphas = _method_changes(method, teacher, student, preset,
+                                                      stages.setup)
       name = _stage_name(student, teacher, method)
       taught[(teacher, student, method)] = stages.distill(
           name, student, stages.teacher_of(f'teacher_{teacher}'), temperatures=temperatures,
           alphas=alphas, changes=changes)
-      report_rows.append(common.row(_label(student, teacher, method),
+      report_rows.append(common.row(_label(student, teacher, method, changes),
                                     common.members(taught[(teacher, student, method)]),
                                     stage=name, method_name=method))
 
-  header = ['method'] + [f'{t} → {s}' for t, s in pairs]
+  header = ['method'] + [f'{_model_text(t, preset)} → {_model_text(s, preset)}'
+                         for t, s in pairs]
   table = [['teacher'] + [common.accuracy_text(common.members(teachers[t])) for t, _ in pairs],
            ['student alone'] + [_cell(common.members(alone[s])) for _, s in pairs]]
-  for method in METHODS:
+  for method in methods:
     table.append([method] + [_cell(_members(taught[(t, s, method)])) for t, s in pairs])
   reference = [[column] + [_published(pair, column) for pair in pairs]
                for column in _REFERENCE_ORDER]
@@ -255,7 +302,7 @@ def body(stages: common.Stages, preset: dict) -> str:
   seconds_path = os.path.join(stages.workdir, 'stage_seconds.json')
   seconds = report.read_json(seconds_path) if os.path.exists(seconds_path) else {}
   costs = []
-  for method in METHODS:
+  for method in methods:
     ran = [(t, s) for t, s in pairs if taught[(t, s, method)] is not None]
     if not ran:
       costs.append([method, 'n/a', 'n/a', 'n/a'])
@@ -271,13 +318,13 @@ def body(stages: common.Stages, preset: dict) -> str:
     sections.append(('Published (RepDistiller README, CIFAR-100, last epoch, one run)',
                      header, reference))
   curves = {'alone': common.members(alone[pairs[0][1]])}
-  curves.update({m: common.members(taught[(pairs[0][0], pairs[0][1], m)]) for m in METHODS
+  curves.update({m: common.members(taught[(pairs[0][0], pairs[0][1], m)]) for m in methods
                  if taught[(pairs[0][0], pairs[0][1], m)] is not None})
   common.plot_curves(f'{stages.workdir}/curves.png', curves,
                      f'{pairs[0][0]} → {pairs[0][1]} on {stages.setup.dataset}')
-  data = {'pairs': [list(p) for p in pairs], 'methods': list(METHODS),
+  data = {'pairs': [list(p) for p in pairs], 'methods': list(methods),
           'accuracy': {f'{t}->{s}': {m: [r['test_accuracy'] for r in common.members(
-              taught[(t, s, m)])] for m in METHODS if taught[(t, s, m)] is not None}
+              taught[(t, s, m)])] for m in methods if taught[(t, s, m)] is not None}
                        for t, s in pairs},
           'reference': {f'{t}->{s}': REFERENCE[(t, s)] for t, s in pairs if (t, s) in REFERENCE}}
   return common.write_report(

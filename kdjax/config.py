@@ -155,6 +155,9 @@ def default() -> ml_collections.ConfigDict:
   c.method.cc_feat_dim = 128
   c.method.ft_k = 0.5  # the factor's channels, a fraction of the teacher's
   c.method.ab_margin = 1.0
+  c.method.reviewkd_warmup_epochs = 20.0  # the Review KD term ramps in over these epochs
+  c.method.reviewkd_max_mid_channels = 512  # the fusion width: min(this, the student's)
+  c.method.reviewkd_student_preact = False  # fuse the student's pre-activation maps
 
   c.checkpoint_every = 1  # epochs
   c.keep_checkpoints = 2

@@ -162,7 +162,8 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
     run = methods.trained.Run(
         params=own_params['method'], state=hparams['objective_state'],
         example_index=hparams.get('example_index'), rng=hparams['objective_rng'],
-        in_init=(hparams.get('step', 0) < init_steps) if init_steps else False)
+        in_init=(hparams.get('step', 0) < init_steps) if init_steps else False,
+        epoch=hparams.get('step', 0) / steps_per_epoch)
     term, init_term, state = method.loss(student['features'], teacher['features'], labels,
                                          run, context)
     total = value + hparams.get('method_weight', weight) * term

@@ -16,7 +16,7 @@ adds one of them to a run's objective (`kdjax.methods.registry`).
   dkd_loss   decoupled KD, target + non-target (Zhao et al., 2022)
 
 Methods with trainable parts or state of their own (FitNets, CRD, VID, CC,
-FSP, FT) are in `kdjax.methods.trained`.
+FSP, AB, FT) are in `kdjax.methods.trained`, Review KD in `kdjax.methods.review`.
 """
 
 from kdjax.methods.features import adaptive_avg_pool, at_loss, nst_loss, sp_loss
@@ -24,6 +24,8 @@ from kdjax.methods.logits import dkd_loss
 from kdjax.methods.registry import METHODS, Method, get
 from kdjax.methods.relations import pkt_loss, rkd_loss
 from kdjax.methods import trained
+from kdjax.methods import review  # registers 'reviewkd' among the TRAINED methods
+from kdjax.methods.review import hcl_loss
 from kdjax.methods.trained import TRAINED, TrainedMethod
 
 # RepDistiller's weight of each method's loss (train_student.py, `-b`), with
@@ -34,5 +36,5 @@ PUBLISHED_WEIGHTS = {
 }
 
 __all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'TRAINED', 'TrainedMethod', 'trained',
-           'adaptive_avg_pool', 'at_loss', 'dkd_loss',
+           'adaptive_avg_pool', 'at_loss', 'dkd_loss', 'hcl_loss', 'review',
            'get', 'nst_loss', 'pkt_loss', 'rkd_loss', 'sp_loss']

@@ -43,8 +43,9 @@ class Method:
     return self.loss(pick(student), pick(teacher), labels, options, epoch)
 
 
-def stage_features(features: dict) -> list:
-  """The intermediate maps a method pairs, in order (the references' feat[1:-1]).
+def stage_keys(features: dict) -> list[str]:
+  """The keys of the intermediate maps a method pairs, in order (the references'
+  feat[1:-1]).
 
   Networks with a stem ('stem': ResNets, WRNs, MobileNetV2, ShuffleNets) give
   every stage; networks without one (VGGs, the small CNNs) every stage after
@@ -52,11 +53,16 @@ def stage_features(features: dict) -> list:
   """
   def numbered(prefix):
     keys = [k for k in features if re.fullmatch(rf'{prefix}\d+', k)]
-    return [features[k] for k in sorted(keys, key=lambda k: int(k[len(prefix):]))]
+    return sorted(keys, key=lambda k: int(k[len(prefix):]))
   stages = numbered('stage')
   if not stages:
     return numbered('hidden_')
   return stages if 'stem' in features else stages[1:]
+
+
+def stage_features(features: dict) -> list:
+  """The maps of `stage_keys`, in order."""
+  return [features[k] for k in stage_keys(features)]
 
 
 def embedding(features: dict):
@@ -137,7 +143,7 @@ METHODS = {m.name: m for m in (
 
 def get(name: str):
   """The method `name`: a `Method`, or a `kdjax.methods.trained.TrainedMethod`."""
-  from kdjax.methods import trained  # pylint: disable=import-outside-toplevel
+  from kdjax.methods import review, trained  # pylint: disable=import-outside-toplevel,unused-import
   known = {**METHODS, **trained.TRAINED}
   if name not in known:
     raise ConfigError(f'config.method.name={name!r}: unknown; known: {", ".join(known)} '

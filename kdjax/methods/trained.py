@@ -16,6 +16,8 @@ Defaults are RepDistiller's (HobbitLong/RepDistiller, `train_student.py`,
   ab      activation boundaries (Heo et al., 2019) on pre-activations, init stage only
   ft      factor transfer (Kim et al., 2018), paraphraser pre-trained in the init stage
 
+Review KD (Chen et al., 2021) is in `kdjax.methods.review`, registered here too.
+
 A method's `loss` returns `(term, init_term, state)`: the term weighted by
 `method.weight` in main training, the loss of its init stage (RepDistiller's
 `init_epochs` of method-only training; None for methods without one) and the
@@ -56,6 +58,7 @@ class Run:
   example_index: Any  # [B] int32 or None
   rng: jax.Array
   in_init: Any  # bool (traced): inside the init stage
+  epoch: Any = 0.0  # epochs done (step / steps per epoch; traced), for warm-up ramps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,12 +411,11 @@ def _fsp_loss(student, teacher, labels, run, context):
 
 def _preacts(name: str, features: dict, who: str) -> list:
   """The stages' maps before their final ReLU, in `stage_features`' order."""
-  maps = registry.stage_features(features)
-  keyed = {id(v): k for k, v in features.items()}
-  preacts = [features.get(f'{keyed[id(m)]}_preact') for m in maps]
-  if not maps or any(p is None for p in preacts):
+  keys = registry.stage_keys(features)
+  preacts = [features.get(f'{k}_preact') for k in keys]
+  if not keys or any(p is None for p in preacts):
     raise ConfigError(f'config.method.name={name!r} needs the {who}\'s pre-activation '
-                      'stage maps (ResNets, VGGs, ShuffleNets, the small CNNs)')
+                      'stage maps (conv nets; an MLP has none)')
   return _maps(name, preacts, who)
 
 

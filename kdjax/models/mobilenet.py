@@ -11,7 +11,8 @@ has its 1x1 expansion (t = 1).
 
 Features (`return_features=True`): 'stem', 'stage1' ... 'stage4' (the outputs of
 groups 2, 3, 5 and 7: linear projections, i.e. pre-activations), 'final' (the
-1280-channel map), 'pooled' and 'logits'.
+1280-channel map), 'pooled' and 'logits'; 'stage1_preact' ... 'stage4_preact' are the
+stages' maps again (no ReLU follows a linear projection).
 """
 
 import flax.linen as nn
@@ -62,7 +63,9 @@ class MobileNetV2(nn.Module):
                              expansion or self.expansion, self.dtype,
                              name=f'group{group}_block{index}')(x, train=train)
       if group in _FEATURE_GROUPS:
+        # Linear bottlenecks: no ReLU follows, so a stage's map is its own pre-activation.
         features[_FEATURE_GROUPS[group]] = x
+        features[f'{_FEATURE_GROUPS[group]}_preact'] = x
     last = int(1280 * self.width) if self.width > 1.0 else 1280
     x = nn.relu(norm(name='final_bn')(_conv(last, 1, 1, self.dtype, 'final_conv')(x)))
     features['final'] = x

@@ -40,7 +40,9 @@ Registered names and the source each layout follows:
 * `cifar_resnet`: any of the above from explicit `blocks`, `widths`, `block`
   and `shortcut`.
 
-Every name takes `stem='imagenet'` for full-size images: He et al.'s 7x7
+Every name takes `width`, a multiplier of all its widths (rounded), for
+narrower or wider nets of the same layout, e.g. `resnet8` with `width=0.5`:
+stem 8, stages 8/16/32. Every name takes `stem='imagenet'` for full-size images: He et al.'s 7x7
 stride-2 stem conv and a 3x3 stride-2 max-pool (a 4x smaller first feature
 map), so `resnet50` with `stem='imagenet'` and 1000 classes is torchvision's
 ResNet-50 (25,557,032 parameters).
@@ -252,10 +254,21 @@ def blocks_for(total: int) -> tuple[int, int, int]:
   return tuple(base + (1 if stage < extra else 0) for stage in range(3))
 
 
+def scaled_widths(widths, width: float) -> tuple[int, ...]:
+  """`widths` times `width`, each rounded and at least 1 (`width=0.5`: resnet8's
+  (16, 16, 32, 64) becomes (8, 8, 16, 32))."""
+  width = float(width)
+  if not width > 0:
+    raise ConfigError(f'model.width={width} must be a positive multiplier of the widths')
+  return tuple(max(1, round(w * width)) for w in widths)
+
+
 def _register(name, *, blocks, widths, block='basic', shortcut):
-  def factory(*, num_classes: int, shortcut=shortcut, stem='cifar', dtype='float32'):
-    return cifar_resnet(num_classes=num_classes, blocks=blocks, widths=widths,
-                        block=block, shortcut=shortcut, stem=stem, dtype=dtype)
+  def factory(*, num_classes: int, shortcut=shortcut, stem='cifar', width=1.0,
+              dtype='float32'):
+    return cifar_resnet(num_classes=num_classes, blocks=blocks,
+                        widths=scaled_widths(widths, width), block=block, shortcut=shortcut,
+                        stem=stem, dtype=dtype)
 
   factory.__name__ = name
   factory.__doc__ = (f'{name}: blocks {blocks}, widths {widths}, {block} '

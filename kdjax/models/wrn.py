@@ -12,6 +12,9 @@ reference CIFAR implementations used by the distillation benchmarks:
 Features (`return_features=True`): 'stem', 'stage1' ... 'stage3' (each group's
 output: pre-activations, as the references hand them to feature losses),
 'final' (after the last BatchNorm + ReLU), 'pooled' (B, C) and 'logits'.
+'stage1_preact' ... 'stage3_preact': each group's output as the next BatchNorm
+normalises it, right before its ReLU (the next group's first block, or the final
+BatchNorm), as RepDistiller's WRN returns with `preact=True`.
 """
 
 import flax.linen as nn
@@ -32,7 +35,8 @@ class WideBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     norm = batch_norm(train, self.dtype)
-    activated = nn.relu(norm(name='bn1')(x))
+    normed = norm(name='bn1')(x)  # the input right before its ReLU
+    activated = nn.relu(normed)
     project = self.stride != 1 or x.shape[-1] != self.features
     y = _conv(self.features, 3, self.stride, self.dtype, 'conv1')(activated)
     y = nn.relu(norm(name='bn2')(y))
@@ -40,7 +44,7 @@ class WideBlock(nn.Module):
     y = _conv(self.features, 3, 1, self.dtype, 'conv2')(y)
     shortcut = (_conv(self.features, 1, self.stride, self.dtype, 'shortcut')(activated)
                 if project else x)
-    return y + shortcut
+    return y + shortcut, normed
 
 
 class WideResNet(nn.Module):
@@ -59,10 +63,14 @@ class WideResNet(nn.Module):
     for stage, width in enumerate((16 * self.widen, 32 * self.widen, 64 * self.widen), start=1):
       for index in range(blocks):
         stride = 2 if stage > 1 and index == 0 else 1
-        x = WideBlock(width, stride, self.dropout, self.dtype,
-                      name=f'stage{stage}_block{index}')(x, train=train)
+        x, normed = WideBlock(width, stride, self.dropout, self.dtype,
+                              name=f'stage{stage}_block{index}')(x, train=train)
+        if index == 0 and stage > 1:  # the last stage's output, normalised by this block
+          features[f'stage{stage - 1}_preact'] = normed
       features[f'stage{stage}'] = x
-    x = nn.relu(batch_norm(train, self.dtype)(name='final_bn')(x))
+    normed = batch_norm(train, self.dtype)(name='final_bn')(x)
+    features['stage3_preact'] = normed
+    x = nn.relu(normed)
     features['final'] = x
     return pooled_head(x, features, self.num_classes, self.dtype, return_features)
 
