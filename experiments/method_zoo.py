@@ -34,7 +34,7 @@ Presets:
   cpu           ResNet-20 teaching ResNet-8 (He's CIFAR layouts, widths
                 16/16/32/64, with the ImageNet stem so that 28×28 images reach
                 the stages at 7×7: every method has its taps, FSP included),
-                5 epochs of Adam, 3 seeds; the teacher on the whole training
+                4 epochs of Adam, 3 seeds; the teacher on the whole training
                 split, the students on its first 5,000 images (Fashion-MNIST by
                 default; --dataset=mnist): 18 stages.
                 CRD keeps its 16,384 negatives, drawn with replacement from
@@ -143,7 +143,7 @@ PRESETS = {
     # stride-2 max-pool: 28×28 images reach the stages at 7×7), so that 16 methods × 3 seeds
     # fit 2 CPU cores; equal channels (16/16/32/64), so FSP runs too. The teacher learns from
     # the whole training split (54,000 images), the students from the first 5,000.
-    'cpu': dict(recipe='adam', dataset='fashion_mnist', epochs=5, seeds=3,
+    'cpu': dict(recipe='adam', dataset='fashion_mnist', epochs=4, seeds=3,
                 train_examples=5000, teacher_train_examples=0,
                 pairs=(('resnet20', 'resnet8'),), init_epochs=1,
                 model_options={'resnet20': {'stem': 'imagenet'}, 'resnet8': {'stem': 'imagenet'}},

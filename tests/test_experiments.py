@@ -80,19 +80,21 @@ def test_shrunk_preset_keeps_grids_and_seed_sweeps():
   assert small['extra']['temperatures'] == (2.0, 1.5) and small['seeds'] == 2
 
 
-@pytest.mark.parametrize('args, fragment', [
-    (['--preset=nope'], 'known: seed001'),
-    (['--dataset=svhn'], 'svhn'),
-    (['--seeds=-1'], '--seeds'),
+@pytest.mark.parametrize('launcher, args, fragment', [
+    ('cifar_kd', ['--preset=nope'], 'known: seed001'),
+    ('cifar_kd', ['--dataset=svhn'], 'svhn'),
+    ('cifar_kd', ['--seeds=-1'], '--seeds'),
+    ('method_zoo', ['--methods=kd,review'], '--methods: unknown review; known: kd, fitnet'),
 ])
-def test_launcher_bad_flags_fail_in_one_line(args, fragment, tmp_path):
+def test_launcher_bad_flags_fail_in_one_line(launcher, args, fragment, tmp_path):
   import subprocess
   import sys
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, '-m', 'experiments.cifar_kd',
+  out = subprocess.run([sys.executable, '-m', f'experiments.{launcher}',
                         f'--workdir={tmp_path}/run', *args], cwd=root, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 2, out.stderr[-2000:]
   assert 'Traceback' not in out.stderr
   errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and fragment in errors[0], out.stderr[-2000:]
+  assert not os.path.exists(f'{tmp_path}/run')  # refused before anything is written

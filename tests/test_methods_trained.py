@@ -216,6 +216,11 @@ def test_refusals():
   config.method.init_epochs = 2
   with pytest.raises(ConfigError, match='has no init stage'):
     methods.registry.check_config(config)
+  config = config_lib.default()
+  config.method.name, config.teacher.workdir = 'reviewkd', '/nowhere'
+  config.method.reviewkd_warmup_epochs = -1.0
+  with pytest.raises(ConfigError, match=r'reviewkd_warmup_epochs=-1.0 must be >= 0'):
+    methods.registry.check_config(config)
 
 
 def test_a_vectorised_sweep_over_the_method_weight(pair):

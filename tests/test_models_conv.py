@@ -225,6 +225,17 @@ def test_cifar_resnet_matches_named_layouts():
                      shortcut='B') == PARAM_COUNTS['resnet18']
 
 
+def test_resnet_width_multiplier():
+  # resnet8 at width 0.5: stem 8, stages 8/16/32, option-A shortcuts, by hand:
+  # stem 3·3·3·8 + BN 16 = 232; stage 1: 2 × (3·3·8·8 + 16) = 1,184; stage 2:
+  # 3·3·8·16 + 32 + 3·3·16·16 + 32 = 3,520; stage 3: 3·3·16·32 + 64 + 3·3·32·32 + 64 =
+  # 13,952; head 32·10 + 10 = 330.
+  assert _num_params('resnet8', width=0.5) == 19_218
+  assert _num_params('resnet20', width=1.0) == PARAM_COUNTS['resnet20']
+  with pytest.raises(ConfigError, match='model.width=0.0 must be a positive multiplier'):
+    models.create('resnet8', num_classes=10, width=0.0)
+
+
 def _fake_variables(shapes, seed=0):
   """He-scaled random weights and neutral BatchNorm, without running `init`.
 

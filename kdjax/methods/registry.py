@@ -183,6 +183,10 @@ def check_config(config) -> None:
     raise ConfigError(f"config.teacher.cache=True: method {config.method.name!r} taps the "
                       "teacher's features, which are not cached; use teacher.cache='auto'")
   method = get(config.method.name)
+  for option, least in (('dkd_warmup_epochs', 0), ('reviewkd_warmup_epochs', 0),
+                        ('reviewkd_max_mid_channels', 1)):
+    if float(config.method[option]) < least:
+      raise ConfigError(f'config.method.{option}={config.method[option]} must be >= {least}')
   epochs = init_epochs(config)
   if epochs and not getattr(method, 'init_stage', False):
     raise ConfigError(f'config.method.init_epochs={config.method.init_epochs}: method '

@@ -26,10 +26,19 @@ def forward_flops_per_example(model, variables, image_shape: Sequence[int]
     image_shape: (height, width, channels) of one image.
 
   Returns:
-    The operation count, a float.
+    The operation count, a float. Counted once per process for a model (its
+    attributes) and variable shapes: the seeds of a run share it.
   """
-  return compiled_flops(lambda variables, images: model.apply(variables, images, train=False),
-                        variables, image_shape)
+  key = (type(model).__module__, type(model).__qualname__, repr(model), tuple(image_shape),
+         str(jax.tree.map(lambda v: (tuple(v.shape), str(v.dtype)), variables)))
+  if key not in _FORWARD_FLOPS:
+    _FORWARD_FLOPS[key] = compiled_flops(
+        lambda variables, images: model.apply(variables, images, train=False),
+        variables, image_shape)
+  return _FORWARD_FLOPS[key]
+
+
+_FORWARD_FLOPS: dict = {}
 
 
 def compiled_flops(forward, variables, image_shape: Sequence[int],

@@ -23,6 +23,7 @@ follows the check reads nothing twice.
 """
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -221,6 +222,20 @@ def _check_model(config, shape: tuple[int, int, int]) -> None:
   (a width of 0, an input too small for its pools) fails here, in one line.
   """
   num_classes = data_lib.catalog.get_info(config.dataset).num_classes
+  key = json.dumps([config.model.to_dict(), config.optimizer.to_dict(),
+                    config.schedule.to_dict(), list(shape), num_classes],
+                   sort_keys=True, default=str)
+  if key in _MODELS_CHECKED:  # the seeds of a run, the stages of a launcher
+    return
+  _check_model_once(config, shape, num_classes)
+  _MODELS_CHECKED.add(key)
+
+
+# The model checks that passed in this process (a check depends only on its key's parts).
+_MODELS_CHECKED: set = set()
+
+
+def _check_model_once(config, shape: tuple[int, int, int], num_classes: int) -> None:
   where = f'{shape[0]}x{shape[1]}x{shape[2]} {config.dataset} images'
   try:
     options = config.model.to_dict()

@@ -159,8 +159,29 @@ def load(config, dataset) -> tuple:
   workdir = os.path.abspath(config.teacher.workdir)
   teacher_config, results = read_run(workdir)
   model = models.from_config(teacher_config.model, num_classes=dataset.num_classes)
-  variables = checkpoint_lib.restore_variables(workdir, results['final_checkpoint_epoch'])
+  variables = _restore(workdir, results['final_checkpoint_epoch'])
   return model, variables, results, results.get('dataset', teacher_config.dataset)
+
+
+# The last teacher restored in this process, by its checkpoint's path and the newest
+# modification time of its files: the seeds and stages a launcher trains in turn from one
+# teacher read it once.
+_RESTORED: dict = {}
+
+
+def _restore(workdir: str, epoch: int):
+  path = os.path.join(workdir, 'checkpoints', str(epoch))
+  try:
+    stamps = [os.stat(path).st_mtime_ns] + [
+        os.stat(os.path.join(root, name)).st_mtime_ns
+        for root, _, names in os.walk(path) for name in names]
+  except OSError:  # restore_variables says what is wrong
+    return checkpoint_lib.restore_variables(workdir, epoch)
+  key = (path, max(stamps), len(stamps))
+  if key not in _RESTORED:
+    _RESTORED.clear()
+    _RESTORED[key] = checkpoint_lib.restore_variables(workdir, epoch)
+  return _RESTORED[key]
 
 
 def attach(config, dataset, feed, mesh) -> Teacher | None:
