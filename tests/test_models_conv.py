@@ -522,10 +522,14 @@ def test_wrn_by_hand_and_its_features():
   logits, features = model.apply(variables, jnp.ones((2, 32, 32, 3)), train=False,
                                  return_features=True)
   shapes = {k: v.shape for k, v in features.items()}
-  assert shapes == {'stem': (2, 32, 32, 16), 'stage1': (2, 32, 32, 32),
-                    'stage2': (2, 16, 16, 64), 'stage3': (2, 8, 8, 128),
+  stages = {'stage1': (2, 32, 32, 32), 'stage2': (2, 16, 16, 64), 'stage3': (2, 8, 8, 128)}
+  assert shapes == {'stem': (2, 32, 32, 16), **stages,
+                    **{f'{k}_preact': v for k, v in stages.items()},
                     'final': (2, 8, 8, 128), 'pooled': (2, 128), 'logits': (2, 10)}
   assert float(features['final'].min()) >= 0 and float(features['stage3'].min()) < 0
+  # The last group's pre-activation: the final BatchNorm's output, before its ReLU.
+  np.testing.assert_allclose(np.maximum(features['stage3_preact'], 0), features['final'],
+                             rtol=1e-6)
   np.testing.assert_array_equal(logits, features['logits'])
   with pytest.raises(ConfigError, match='6n \\+ 4'):
     models.create('wrn', num_classes=10, depth=20)

@@ -143,7 +143,9 @@ METHODS = {m.name: m for m in (
 
 def get(name: str):
   """The method `name`: a `Method`, or a `kdjax.methods.trained.TrainedMethod`."""
-  from kdjax.methods import review, trained  # pylint: disable=import-outside-toplevel,unused-import
+  # pylint: disable=import-outside-toplevel
+  from kdjax.methods import review  # noqa: F401  (registers 'reviewkd' in trained.TRAINED)
+  from kdjax.methods import trained
   known = {**METHODS, **trained.TRAINED}
   if name not in known:
     raise ConfigError(f'config.method.name={name!r}: unknown; known: {", ".join(known)} '
