@@ -164,10 +164,10 @@ def _method_changes(method: str, teacher: str, student: str, preset: dict,
                     setup: common.Setup) -> tuple[dict, tuple, tuple]:
   """(config changes, temperatures, alphas) of one method's stage."""
   changes = _recipe_changes(student, preset)
-  if method == 'reviewkd' and (teacher, student) in REVIEWKD_WEIGHTS:
-    changes['method.weight'] = REVIEWKD_WEIGHTS[(teacher, student)]
   if method == 'kd':
     return changes, (4.0,), (0.9,)
+  if method == 'reviewkd' and (teacher, student) in REVIEWKD_WEIGHTS:
+    changes['method.weight'] = REVIEWKD_WEIGHTS[(teacher, student)]
   changes.update(preset.get('method_options', {}))
   if setup.quick:  # a size, shrunk like the others: negatives gathered per example
     changes['method.crd_nce_k'] = 64

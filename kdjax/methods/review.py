@@ -111,12 +111,12 @@ def _as_map(vector):
 
 def _review_maps(student: dict, teacher: dict, options: dict):
   """(the student's maps, the teacher's maps), shallow first, pooled vectors last."""
-  keys = registry.stage_keys(student)
+  # pylint: disable=protected-access
   if options['reviewkd_student_preact']:
-    s = trained._preacts('reviewkd', student, 'student')  # pylint: disable=protected-access
+    s = trained._preacts('reviewkd', student, 'student')
   else:
-    s = trained._maps('reviewkd', [student[k] for k in keys], 'student')  # pylint: disable=protected-access
-  t = trained._preacts('reviewkd', teacher, 'teacher')  # pylint: disable=protected-access
+    s = trained._maps('reviewkd', registry.stage_features(student), 'student')
+  t = trained._preacts('reviewkd', teacher, 'teacher')
   if len(s) != len(t):
     raise ConfigError(f"config.method.name='reviewkd' pairs stage by stage: the student has "
                       f'{len(s)} stages, the teacher {len(t)}')

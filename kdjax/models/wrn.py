@@ -69,7 +69,7 @@ class WideResNet(nn.Module):
           features[f'stage{stage - 1}_preact'] = normed
       features[f'stage{stage}'] = x
     normed = batch_norm(train, self.dtype)(name='final_bn')(x)
-    features['stage3_preact'] = normed
+    features[f'stage{stage}_preact'] = normed  # the last group's, by the final BatchNorm
     x = nn.relu(normed)
     features['final'] = x
     return pooled_head(x, features, self.num_classes, self.dtype, return_features)
