@@ -112,6 +112,9 @@ def default() -> ml_collections.ConfigDict:
   # Seed 004's way to write the same mixture; when set they replace alpha.
   c.distill.distillation_weight = config_dict.placeholder(float)
   c.distill.ce_weight = config_dict.placeholder(float)
+  # Logit standardisation (Sun et al. 2024): z-score both networks' logits inside
+  # the soft-target term of logit KD (and of DKD); the cross-entropy keeps raw logits.
+  c.distill.standardize = False
 
   # A vectorised sweep: every combination of the non-empty tuples below trains
   # as one member of a single compiled program (shared data and teacher).
@@ -135,7 +138,7 @@ def default() -> ml_collections.ConfigDict:
   # loss = objective + method.weight x method. '' for none.
   c.method = ml_collections.ConfigDict()
   c.method.name = ''  # a method of kdjax.methods: 'at', 'sp', ..., 'fitnet', 'crd', 'ft'
-  c.method.weight = -1.0  # < 0: the published weight (RepDistiller's -b; DKD 1)
+  c.method.weight = -1.0  # < 0: the published weight (RepDistiller's -b; DKD 1, DIST 2)
   c.method.at_p = 2.0
   c.method.pkt_eps = 1e-7
   c.method.rkd_distance_weight = 25.0
@@ -144,6 +147,9 @@ def default() -> ml_collections.ConfigDict:
   c.method.dkd_beta = 8.0
   c.method.dkd_temperature = 4.0
   c.method.dkd_warmup_epochs = 20.0  # the DKD term ramps in linearly over these epochs
+  c.method.dist_beta = 1.0  # DIST's inter-class weight (its authors' 1; the method weight is 2)
+  c.method.dist_gamma = 1.0  # DIST's intra-class weight
+  c.method.dist_temperature = 4.0  # the authors' CIFAR-100 tau (1 on ImageNet)
   # Epochs of method-only training at the start of the run (RepDistiller's
   # init stage, counted in num_epochs); < 0: 30 for ab, fsp and ft, else 0.
   c.method.init_epochs = -1
@@ -309,6 +315,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.train_temperature != 1.0 and c.distill.objective != 'defensive':
     _fail('train_temperature', c.train_temperature,
           "trains the softmax at a temperature only with distill.objective='defensive'")
+  if not isinstance(c.distill.standardize, bool):
+    _fail('distill.standardize', c.distill.standardize, 'must be True or False')
   if c.teacher.workdir:
     _positive(c, 'distill.temperature')
     if c.distill.kind not in losses.SOFT_LOSS_KINDS:

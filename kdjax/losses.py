@@ -9,6 +9,7 @@ any temperature > 0 and logits of any magnitude a float32 can hold.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SOFT_LOSS_KINDS = ('kl', 'soft_ce', 'mse_logits', 'mse_probs', 'cosine')
 
@@ -29,7 +30,58 @@ def cross_entropy(logits, labels):
   return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
 
 
-def soft_target_loss(student_logits, teacher_logits, *, temperature, kind='kl'):
+def safe_norm(x, *, axis=-1, keepdims: bool = False):
+  """‖x‖₂ along `axis`, whose gradient is 0 (not NaN) where x = 0.
+
+  The square root's derivative is infinite at 0, so the root is taken of
+  where(x ≠ 0, Σx², 1) and the result replaced by 0 where x = 0: both
+  branches of every `where` stay finite, and no cotangent meets an infinity.
+  """
+  squared = jnp.sum(x * x, axis=axis, keepdims=True)
+  nonzero = squared > 0
+  norm = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
+  return norm if keepdims else jnp.squeeze(norm, axis)
+
+
+def centred(x, *, axis=-1):
+  """x − mean(x) along `axis`, exactly 0 where x is constant along it.
+
+  The first entry is subtracted before the mean (which changes nothing in exact
+  arithmetic), so a constant vector centres to exact zeros instead of rounding
+  residue, and the zero tests of `safe_norm`, `standardize` and DIST see it.
+  """
+  shifted = x - jax.lax.slice_in_dim(x, 0, 1, axis=axis % x.ndim)
+  return shifted - jnp.mean(shifted, axis=axis, keepdims=True)
+
+
+def standardize(logits, *, eps: float = 1e-7):
+  """Logit standardisation (a z-score over the classes), per example.
+
+    standardize(z) = (z − mean_k z) / (eps + std_k z),   std with Bessel's correction
+
+  Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024;
+  as the authors' `normalize` (sunshangquan/logit-standardization-KD,
+  mdistiller/distillers/KD.py): torch's `std` is the unbiased one (K − 1 in
+  the denominator) and eps = 1e-7 is added to it. The result is invariant to
+  adding a constant to the logits and to scaling them by a positive factor
+  (up to eps). Where an example's logits are all equal the result is 0, as
+  the authors', but with a zero gradient there (theirs is 1/eps = 1e7 times
+  the centring projection).
+
+  Args:
+    logits: [..., K], K ≥ 2.
+    eps: added to the standard deviation.
+
+  Returns:
+    [..., K] standardised logits.
+  """
+  deviation = centred(logits, axis=-1)
+  std = safe_norm(deviation, axis=-1, keepdims=True) / np.sqrt(logits.shape[-1] - 1)
+  return jnp.where(std > 0, deviation / (eps + std), 0.0)
+
+
+def soft_target_loss(student_logits, teacher_logits, *, temperature, kind='kl',
+                     standardize_logits: bool = False):
   """Per-example soft-target loss at `temperature`, multiplied by T².
 
   With p = softmax(t/T) (teacher) and q = softmax(s/T) (student), K classes:
@@ -51,10 +103,14 @@ def soft_target_loss(student_logits, teacher_logits, *, temperature, kind='kl'):
     temperature: T > 0, a Python float or a traced scalar.
     kind: one of SOFT_LOSS_KINDS, or an integer index into it (may be traced,
       e.g. one kind per member of a vectorised sweep).
+    standardize_logits: replace both networks' logits by `standardize(·)` first
+      (logit standardisation, Sun et al. 2024; `config.distill.standardize`).
 
   Returns:
     [...] per-example losses.
   """
+  if standardize_logits:
+    student_logits, teacher_logits = standardize(student_logits), standardize(teacher_logits)
   if not isinstance(kind, str):
     branches = [
         lambda s, t, temp, k=k: soft_target_loss(s, t, temperature=temp, kind=k)
@@ -87,7 +143,7 @@ def soft_target_loss(student_logits, teacher_logits, *, temperature, kind='kl'):
 
 
 def distillation_loss(student_logits, teacher_logits, labels, *, temperature,
-                      alpha, kind='kl'):
+                      alpha, kind='kl', standardize_logits: bool = False):
   """Batch mean of α · soft_target_loss + (1 − α) · cross_entropy.
 
   L = mean_i [ α · T² · soft(s_i/T, t_i/T) + (1 − α) · CE(s_i, y_i) ]
@@ -104,11 +160,13 @@ def distillation_loss(student_logits, teacher_logits, labels, *, temperature,
     temperature: T > 0.
     alpha: weight of the soft term, in [0, 1].
     kind: soft loss kind (name or index), see `soft_target_loss`.
+    standardize_logits: standardise the logits of the soft term (not of the
+      cross-entropy), as the authors of logit standardisation do.
 
   Returns:
     A scalar.
   """
-  soft = soft_target_loss(student_logits, teacher_logits,
-                          temperature=temperature, kind=kind)
+  soft = soft_target_loss(student_logits, teacher_logits, temperature=temperature, kind=kind,
+                          standardize_logits=standardize_logits)
   hard = cross_entropy(student_logits, labels)
   return jnp.mean(alpha * soft + (1.0 - alpha) * hard)

@@ -177,13 +177,14 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
                    per_example=method.per_example)
 
 
-def logit_kd(kind: str | None = 'kl') -> Objective:
+def logit_kd(kind: str | None = 'kl', *, standardize: bool = False) -> Objective:
   """Hinton et al.'s loss: (1 − α)·CE(labels) + α·soft-target loss at temperature T.
 
   Without a teacher it is cross-entropy on the labels alone. `hparams` holds
   `temperature` and `alpha`, and `kind` (an index into
   `losses.SOFT_LOSS_KINDS`) when `kind` is None, so a vectorised sweep can
-  vary the soft loss per member.
+  vary the soft loss per member. `standardize`: the soft term compares
+  `losses.standardize`d logits (Sun et al.'s logit standardisation).
   """
 
   def loss(student, teacher, labels, hparams, own_params):
@@ -192,7 +193,8 @@ def logit_kd(kind: str | None = 'kl') -> Objective:
       return jnp.mean(losses.cross_entropy(student['logits'], labels)), {}
     value = losses.distillation_loss(
         student['logits'], teacher['logits'], labels, temperature=hparams['temperature'],
-        alpha=hparams['alpha'], kind=hparams['kind'] if kind is None else kind)
+        alpha=hparams['alpha'], kind=hparams['kind'] if kind is None else kind,
+        standardize_logits=standardize)
     return value, {}
 
   return Objective(name='logit_kd', loss=loss)
@@ -200,7 +202,8 @@ def logit_kd(kind: str | None = 'kl') -> Objective:
 
 @register('logit_kd')
 def _logit_kd_from_config(config, *, swept_kind: bool = False) -> Objective:
-  return logit_kd(None if swept_kind else config.distill.kind)
+  return logit_kd(None if swept_kind else config.distill.kind,
+                  standardize=bool(config.distill.get('standardize', False)))
 
 
 def defensive(train_temperature: float) -> Objective:

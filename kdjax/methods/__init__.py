@@ -14,13 +14,17 @@ adds one of them to a run's objective (`kdjax.methods.registry`).
   pkt_loss   probabilistic knowledge transfer (Passalis & Tefas, 2018)
   rkd_loss   relational KD, distance + angle (Park et al., 2019)
   dkd_loss   decoupled KD, target + non-target (Zhao et al., 2022)
+  dist_loss  DIST, inter- and intra-class Pearson relations (Huang et al., 2022)
+  standardize  logit standardisation, a z-score per example (Sun et al., 2024;
+             `config.distill.standardize` applies it inside logit KD and DKD)
 
 Methods with trainable parts or state of their own (FitNets, CRD, VID, CC,
 FSP, AB, FT) are in `kdjax.methods.trained`, Review KD in `kdjax.methods.review`.
 """
 
 from kdjax.methods.features import adaptive_avg_pool, at_loss, nst_loss, sp_loss
-from kdjax.methods.logits import dkd_loss
+from kdjax.losses import standardize
+from kdjax.methods.logits import dist_loss, dkd_loss, pearson_correlation
 from kdjax.methods.registry import METHODS, Method, get
 from kdjax.methods.relations import pkt_loss, rkd_loss
 from kdjax.methods import trained
@@ -36,5 +40,6 @@ PUBLISHED_WEIGHTS = {
 }
 
 __all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'TRAINED', 'TrainedMethod', 'trained',
-           'adaptive_avg_pool', 'at_loss', 'dkd_loss', 'hcl_loss', 'review',
-           'get', 'nst_loss', 'pkt_loss', 'rkd_loss', 'sp_loss']
+           'adaptive_avg_pool', 'at_loss', 'dist_loss', 'dkd_loss', 'hcl_loss', 'review',
+           'get', 'nst_loss', 'pearson_correlation', 'pkt_loss', 'rkd_loss', 'sp_loss',
+           'standardize']

@@ -4,13 +4,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax.losses import safe_norm
+
 _EPS = 1e-12  # torch.nn.functional.normalize's default
 
 
-def _normalize(x, axis: int = -1):
-  """x / max(||x||, eps) along `axis` (F.normalize), with finite gradients at 0."""
-  norm = jnp.sqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), _EPS * _EPS))
-  return x / norm
+def _normalize(x, axis: int = -1, eps: float = _EPS):
+  """x / max(||x||, eps) along `axis` (F.normalize; eps = 0: x / ||x||).
+
+  A zero vector maps to 0 with a zero gradient. x / max(||x||, eps) alone has
+  the gradient I / eps there (1e12), which a loss comparing the zero vector's
+  image with a non-zero one multiplies by a non-zero cotangent.
+  """
+  norm = safe_norm(x, axis=axis, keepdims=True)
+  nonzero = norm > 0
+  return jnp.where(nonzero, x / jnp.where(nonzero, jnp.maximum(norm, eps), 1.0), 0.0)
 
 
 def _pool_matrix(size_in: int, size_out: int) -> np.ndarray:

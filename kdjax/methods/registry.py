@@ -126,11 +126,19 @@ def _dkd(student, teacher, labels, options, epoch):
   factor = jnp.minimum(epoch / warmup, 1.0) if warmup > 0 else 1.0
   return factor * logits_lib.dkd_loss(student['logits'], teacher['logits'], labels,
                                       alpha=options['dkd_alpha'], beta=options['dkd_beta'],
-                                      temperature=options['dkd_temperature'])
+                                      temperature=options['dkd_temperature'],
+                                      standardize_logits=options.get('standardize', False))
+
+
+def _dist(student, teacher, labels, options, epoch):
+  del labels, epoch
+  return logits_lib.dist_loss(student['logits'], teacher['logits'], beta=options['dist_beta'],
+                              gamma=options['dist_gamma'],
+                              temperature=options['dist_temperature'])
 
 
 # Weights: RepDistiller's train_student.py `-b` (DKD: mdistiller, whose loss
-# carries its own alpha and beta).
+# carries its own alpha and beta; DIST: its authors' kd_loss_weight).
 METHODS = {m.name: m for m in (
     Method('at', 'stages', _at, 1000.0),
     Method('nst', 'stages', _nst, 50.0),
@@ -138,6 +146,7 @@ METHODS = {m.name: m for m in (
     Method('pkt', 'embedding', _pkt, 30000.0),
     Method('rkd', 'embedding', _rkd, 1.0),
     Method('dkd', 'logits', _dkd, 1.0),
+    Method('dist', 'logits', _dist, 2.0),
 )}
 
 
@@ -189,6 +198,9 @@ def check_config(config) -> None:
                         ('reviewkd_max_mid_channels', 1)):
     if float(config.method[option]) < least:
       raise ConfigError(f'config.method.{option}={config.method[option]} must be >= {least}')
+  if config.method.name == 'dist' and not float(config.method.dist_temperature) > 0:
+    raise ConfigError(f'config.method.dist_temperature={config.method.dist_temperature} '
+                      'must be > 0')
   epochs = init_epochs(config)
   if epochs and not getattr(method, 'init_stage', False):
     raise ConfigError(f'config.method.init_epochs={config.method.init_epochs}: method '
@@ -208,9 +220,11 @@ def check_config(config) -> None:
 
 
 def options(config) -> dict:
-  """The method's options from `config.method`, as plain Python values."""
-  return {k: v for k, v in config.method.to_dict().items()
-          if k not in ('name', 'weight', 'init_epochs')}
+  """The method's options from `config.method`, as plain Python values, and
+  `standardize` (`config.distill.standardize`, which DKD reads)."""
+  return {**{k: v for k, v in config.method.to_dict().items()
+             if k not in ('name', 'weight', 'init_epochs')},
+          'standardize': bool(config.distill.get('standardize', False))}
 
 
 def weight(config) -> float:

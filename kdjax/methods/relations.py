@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 
+from kdjax.losses import safe_norm
 from kdjax.methods.features import _normalize
 
 
@@ -19,8 +20,9 @@ def pkt_loss(student_embedding, teacher_embedding, *, eps: float = 1e-7):
 
   def conditional(embedding):
     embedding = embedding.reshape(embedding.shape[0], -1)
-    norm = jnp.sqrt(jnp.sum(embedding ** 2, axis=1, keepdims=True))
-    unit = embedding / (norm + eps)
+    norm = safe_norm(embedding, axis=1, keepdims=True)
+    # A zero embedding: 0 (as x / (0 + eps)), with a zero gradient instead of I / eps.
+    unit = jnp.where(norm > 0, embedding / (norm + eps), 0.0)
     similarity = (unit @ unit.T + 1.0) / 2.0
     return similarity / jnp.sum(similarity, axis=1, keepdims=True)
 
@@ -28,12 +30,15 @@ def pkt_loss(student_embedding, teacher_embedding, *, eps: float = 1e-7):
   return jnp.mean(q * jnp.log((q + eps) / (p + eps)))
 
 
-def _pairwise_distances(embedding, eps: float = 1e-12):
-  """Euclidean distances [B, B], each squared distance clamped to eps, diagonal 0."""
-  squared = jnp.sum(embedding ** 2, axis=1)
-  d2 = squared[:, None] + squared[None, :] - 2.0 * embedding @ embedding.T
-  d = jnp.sqrt(jnp.maximum(d2, eps))
-  return jnp.where(jnp.eye(embedding.shape[0], dtype=bool), 0.0, d)
+def _pairwise_distances(embedding):
+  """Euclidean distances [B, B], ||e_i − e_j|| from the differences; 0 (with a zero
+  gradient) where two embeddings coincide, the diagonal included.
+
+  RepDistiller expands ||e_i||² + ||e_j||² − 2 e_i·e_j, clamps it to 1e-12 and
+  takes the root: coincident pairs get 1e-6 instead of 0, and the root's
+  derivative at the clamp is 1 / (2 · 1e-6).
+  """
+  return safe_norm(embedding[:, None, :] - embedding[None, :, :], axis=2)
 
 
 def _smooth_l1(x, y):
@@ -50,17 +55,22 @@ def rkd_loss(student_embedding, teacher_embedding, *, distance_weight: float = 2
     angle:    cos of the angle at j between i and k,
               <normalize(e_i - e_j), normalize(e_k - e_j)>, compared by smooth L1
     loss = distance_weight · L_distance + angle_weight · L_angle
-  Park et al., "Relational Knowledge Distillation", CVPR 2019. The teacher's
-  side carries no gradient; gradients stay finite when two embeddings
-  coincide (distances are clamped, zero differences normalise to zero).
+  Park et al., "Relational Knowledge Distillation", CVPR 2019. The mean is
+  over the B(B − 1) pairs i ≠ j (RepDistiller's d[d > 0], which its clamp makes
+  every such pair). The teacher's side carries no gradient. Where two student
+  embeddings coincide (a duplicated image, two all-zero ReLU vectors) their
+  distance and their difference's direction are 0 with zero gradients, so the
+  gradient stays of the order of the loss's elsewhere; where all coincide, the
+  scaled distances are 0.
   """
   student = student_embedding.reshape(student_embedding.shape[0], -1)
   teacher = jax.lax.stop_gradient(teacher_embedding.reshape(teacher_embedding.shape[0], -1))
+  pairs = max(student.shape[0] * (student.shape[0] - 1), 1)
 
   def scaled_distances(embedding):
     d = _pairwise_distances(embedding)
-    positive = d > 0
-    return d / (jnp.sum(jnp.where(positive, d, 0.0)) / jnp.sum(positive))
+    mean = jnp.sum(d) / pairs
+    return d / jnp.where(mean > 0, mean, 1.0)
 
   def angles(embedding):
     differences = _normalize(embedding[None, :, :] - embedding[:, None, :], axis=2)

@@ -182,8 +182,8 @@ class _Embed(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = nn.Dense(self.dim)(x.reshape(x.shape[0], -1))
-    if self.normalize:
-      x = x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+    if self.normalize:  # x / ||x|| (no eps, as RepDistiller's Normalize); 0 where x = 0
+      x = features_lib._normalize(x, eps=0.0)  # pylint: disable=protected-access
     return x
 
 
@@ -225,7 +225,7 @@ def crd_negatives(rng, labels, train_labels: np.ndarray, num_negatives: int):
 def crd_memory_update(memory, index, embedding, *, momentum: float = 0.5):
   """memory[i] ← normalize(momentum · memory[i] + (1 − momentum) · v) for each (i, v)."""
   mixed = memory[index] * momentum + embedding * (1.0 - momentum)
-  mixed = mixed / jnp.sqrt(jnp.sum(mixed * mixed, axis=-1, keepdims=True))
+  mixed = features_lib._normalize(mixed, eps=0.0)  # pylint: disable=protected-access
   return memory.at[index].set(mixed)
 
 
