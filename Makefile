@@ -1,11 +1,13 @@
 # make demo: set up everything and run Hinton's MNIST distillation (quick version).
-# make test: set up everything and run the test suite.
+# make test: set up everything and run the fast tier of the tests (≤ 5 min on 2 cores).
+# make test-all: the fast tier, then the slow tier (every preset end to end; ≤ 15 min),
+#   each tier's wall time and per-file totals (what .ci/run runs).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test install data clean
+.PHONY: demo test test-all install data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +26,15 @@ data: install
 demo: data
 	$(PY) -m experiments.hinton_mnist --quick --workdir=runs/hinton_mnist_quick
 
+# Two workers: most of a test is imports, data loading and XLA compiles, one core each;
+# each takes the next test as it frees (worksteal), so neither idles at the end.
+PYTEST_ARGS := -q -n 2 --dist worksteal --durations=20
+
 test: data
-	# Two workers: most of a test is imports, data loading and XLA compiles, one core each.
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=20 tests
+	$(PY) -m pytest $(PYTEST_ARGS) -m 'not slow' tests
+
+test-all: data
+	./scripts/test_tiers.sh $(PY) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,6 +1,16 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, the `slow` tier, and the compilation cache's count.
 
+Two tiers (README, "Tests"): `make test` runs every test not marked `slow`
+(unit tests, the compiled step of each method, one `kdjax.main` run and
+`hinton_mnist --quick` on real MNIST); `make test-all` adds the tests marked
+`slow` (every launcher preset end to end, the benchmark, the full-size preset
+pairs). Mark a new preset test with `@pytest.mark.slow`.
+"""
+
+import glob
+import json
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -14,11 +24,65 @@ if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
       filter(None, (os.environ.get('XLA_FLAGS', ''), tests.XLA_FLAGS)))
 # One cache of decoded datasets and compiled programs for the whole test run,
 # shared by the xdist workers and the processes tests start; a new run starts
-# empty, as CI does.
+# empty, as CI does (`make test-all` gives both tiers one directory).
 os.environ.setdefault('KDJAX_CACHE_DIR', os.path.join(
     tempfile.gettempdir(), f'kdjax-test-cache-{os.environ.get("PYTEST_XDIST_TESTRUNUID", os.getpid())}'))
 
+import jax  # noqa: E402
+
 from kdjax import data  # noqa: E402
+
+# The persistent compilation cache's events in this process, summed over the
+# workers at the end of the run (pytest_terminal_summary).
+_CACHE_EVENTS = {'/jax/compilation_cache/cache_hits': 'hits',
+                 '/jax/compilation_cache/cache_misses': 'writes'}
+_cache_counts = {'hits': 0, 'writes': 0, 'saved_seconds': 0.0}
+
+
+def _on_event(event: str, **kwargs) -> None:
+  del kwargs
+  if event in _CACHE_EVENTS:
+    _cache_counts[_CACHE_EVENTS[event]] += 1
+
+
+def _on_duration(event: str, seconds: float, **kwargs) -> None:
+  del kwargs
+  if event == '/jax/compilation_cache/compile_time_saved_sec':
+    _cache_counts['saved_seconds'] += seconds
+
+
+jax.monitoring.register_event_listener(_on_event)
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def _counts_dir() -> str:
+  return os.path.join(os.environ['KDJAX_CACHE_DIR'], 'test-cache-counts')
+
+
+def pytest_configure(config):
+  if not hasattr(config, 'workerinput'):  # the controller (or a run without workers)
+    shutil.rmtree(_counts_dir(), ignore_errors=True)
+
+
+def pytest_sessionfinish(session):
+  del session
+  os.makedirs(_counts_dir(), exist_ok=True)
+  name = os.environ.get('PYTEST_XDIST_WORKER', 'main')
+  with open(os.path.join(_counts_dir(), f'{name}-{os.getpid()}.json'), 'w') as f:
+    json.dump(_cache_counts, f)
+
+
+def pytest_terminal_summary(terminalreporter):
+  """One line: the persistent compilation cache's hits and writes over every worker."""
+  totals = {'hits': 0, 'writes': 0, 'saved_seconds': 0.0}
+  for path in glob.glob(os.path.join(_counts_dir(), '*.json')):
+    with open(path) as f:
+      for key, value in json.load(f).items():
+        totals[key] += value
+  terminalreporter.write_line(
+      f'compilation cache {os.environ["KDJAX_CACHE_DIR"]}: {totals["hits"]} hits, '
+      f'{totals["writes"]} programs written, {totals["saved_seconds"]:.0f} s of compiling saved '
+      '(test processes; the processes tests start are not counted)')
 
 
 @pytest.fixture(scope='session')

@@ -197,6 +197,7 @@ def _check_byot(data, workdir, preset):
   assert os.path.exists(os.path.join(workdir, 'anytime.png'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['paper', 'seed000', 'cpu'])
 def test_preset_runs_to_the_end(name, preset_env, tmp_path, monkeypatch):  # noqa: F811
   # Mock data: CIFAR-100 for `paper`, CIFAR-10 for `seed000`, Fashion-MNIST for `cpu`.
@@ -240,6 +241,7 @@ def test_an_unknown_preset_fails_in_one_line(tmp_path):
   assert len(errors) == 1 and 'known: seed000, paper, cpu' in errors[0], out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_vectorised_seed_sweep_evaluates_every_member_at_every_exit(preset_env,  # noqa: F811
                                                                        tmp_path):
   # Mock MNIST (preset_env): the sweep's path, not its accuracy.

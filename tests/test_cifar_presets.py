@@ -21,6 +21,8 @@ from kdjax import data, models
 from kdjax.train import optim
 from kdjax.train import step as step_lib
 
+pytestmark = pytest.mark.slow  # full-size networks compiled: `make test-all`
+
 LAUNCHERS = ('cifar_kd', 'reversed_kd', 'self_kd', 'heterogeneous_kd', 'soft_loss_study')
 
 

@@ -253,6 +253,7 @@ def test_hinton_mnist_quick_writes_every_row_and_skips_finished_stages(mnist_dat
   assert json.loads((tmp_path / 'report.json').read_text())['rows'] == report['rows']
 
 
+@pytest.mark.slow
 def test_benchmark_prints_its_table(tmp_path, mnist_data_dir, monkeypatch):
   monkeypatch.setenv('TFDS_DATA_DIR', mnist_data_dir)  # row (e) streams the real MNIST
   out = _run('experiments.benchmark', ['--quick', '--repeats=1', f'--json={tmp_path}/b.json'])

@@ -60,6 +60,7 @@ def test_mnist_configs_run_to_the_end(mnist_data_dir, tmp_path):
   assert distilled['teacher']['workdir'] == runs['mnist_teacher']
 
 
+@pytest.mark.slow
 def test_cifar_configs_run_to_the_end(tmp_path):
   with tfds.testing.mock_data(num_examples=64):
     full, teacher = _shrunk('cifar_resnet', data_dir=str(tmp_path / 'tfds'))

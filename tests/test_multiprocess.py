@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import tests
 
@@ -55,6 +56,7 @@ def _two_processes(workdir, data_dir, pipeline):
   return _results(workdir)
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process_with_two_devices(mnist_data_dir, tmp_path):
   cluster = _two_processes(tmp_path / 'cluster', mnist_data_dir, 'device')
   env = dict(os.environ, XLA_FLAGS=tests.xla_flags('--xla_force_host_platform_device_count=2'))
@@ -72,6 +74,7 @@ def test_two_processes_equal_one_process_with_two_devices(mnist_data_dir, tmp_pa
   assert os.path.isdir(tmp_path / 'cluster' / 'checkpoints' / '2')
 
 
+@pytest.mark.slow
 def test_two_processes_stream_their_own_shares(mnist_data_dir, tmp_path):
   results = _two_processes(tmp_path / 'stream', mnist_data_dir, 'stream')
   assert results['devices'] == 2 and results['test_accuracy'] > 0.85

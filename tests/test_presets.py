@@ -241,6 +241,7 @@ EXTRA_CHECKS = {'method_zoo': _check_method_zoo, 'cifar_kd': _check_cifar_kd, 'r
                 'soft_loss_study': _check_soft_loss_study, 'self_kd': _check_self_kd}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('launcher, name', PRESETS, ids=[f'{l}:{n}' for l, n in PRESETS])
 def test_preset_runs_to_the_end(launcher, name, preset_env, tmp_path):
   run_and_check(launcher, name, preset_env, tmp_path)

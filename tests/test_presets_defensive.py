@@ -18,6 +18,8 @@ from absl import flags
 from experiments import common, defensive_distillation
 from tests.test_presets import check_report_rows
 
+pytestmark = pytest.mark.slow  # end to end: `make test-all`
+
 
 @pytest.mark.parametrize('name, last', [('mnist', 100.0), ('cifar10', 2.0)])
 def test_defensive_distillation_quick_runs_end_to_end(tmp_path, name, last):

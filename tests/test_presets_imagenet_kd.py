@@ -13,12 +13,15 @@ checked against torchvision in tests/test_weights.py).
 import json
 import os
 
+import pytest
 import tensorflow_datasets as tfds
 from absl import flags
 
 from experiments import common, imagenet_kd
 from kdjax import models
 from tests.test_presets import _narrow, check_report_rows, check_selections
+
+pytestmark = pytest.mark.slow  # end to end: `make test-all`
 
 
 def test_imagenet_kd_quick_runs_end_to_end(tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ import pytest
 from tests import test_presets
 from tests.test_presets import preset_env  # noqa: F401  (a module fixture: set up here too)
 
+pytestmark = pytest.mark.slow  # end to end: `make test-all`
+
 PRESETS = test_presets.presets(('method_zoo',))
 
 
