@@ -44,6 +44,10 @@ from kdjax.errors import ConfigError
 
 # The metrics key under which a loss returns its objective's new non-gradient state.
 STATE = 'objective_state'
+# The metrics key under which a loss returns its task (label) term, weighted as in the
+# loss; the rest of the loss is distillation. The step takes it out; an optimizer that
+# trains the two with separate momenta (DOT, `kdjax.train.optim.dot`) gets their gradients.
+TASK = 'task_loss'
 
 # (student outputs, teacher outputs or None, labels, hparams, own params) -> (loss, metrics)
 LossFn = Callable[[dict, dict | None, jax.Array, dict, Any], tuple[jax.Array, dict]]
@@ -159,6 +163,7 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
     value, metrics = base.loss(student, teacher, labels, hparams, own_params['base'])
     if teacher is None:
       return value, metrics
+    metrics = dict(metrics)
     run = methods.trained.Run(
         params=own_params['method'], state=hparams['objective_state'],
         example_index=hparams.get('example_index'), rng=hparams['objective_rng'],
@@ -171,6 +176,8 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
     if init_steps:
       total = jnp.where(run.in_init, init_term, total)
       metrics['method_init'] = init_term
+      if TASK in metrics:  # the init stage's loss is the method's alone
+        metrics[TASK] = jnp.where(run.in_init, 0.0, metrics[TASK])
     return total, metrics
 
   return Objective(name=name, loss=trained_loss, init_with=init_with, taps_features=True,
@@ -189,13 +196,14 @@ def logit_kd(kind: str | None = 'kl', *, standardize: bool = False) -> Objective
 
   def loss(student, teacher, labels, hparams, own_params):
     del own_params
+    hard = jnp.mean(losses.cross_entropy(student['logits'], labels))
     if teacher is None:
-      return jnp.mean(losses.cross_entropy(student['logits'], labels)), {}
+      return hard, {TASK: hard}
     value = losses.distillation_loss(
         student['logits'], teacher['logits'], labels, temperature=hparams['temperature'],
         alpha=hparams['alpha'], kind=hparams['kind'] if kind is None else kind,
         standardize_logits=standardize)
-    return value, {}
+    return value, {TASK: (1.0 - hparams['alpha']) * hard}
 
   return Objective(name='logit_kd', loss=loss)
 
@@ -224,12 +232,12 @@ def defensive(train_temperature: float) -> Objective:
     logits = student['logits']
     hard = losses.cross_entropy(logits / train_temperature, labels)
     if teacher is None:
-      return jnp.mean(hard), {}
+      return jnp.mean(hard), {TASK: jnp.mean(hard)}
     temperature = hparams['temperature']
     soft = losses.soft_target_loss(logits, teacher['logits'], temperature=temperature,
                                    kind='soft_ce') / temperature**2
     alpha = hparams['alpha']
-    return jnp.mean(alpha * soft + (1.0 - alpha) * hard), {}
+    return jnp.mean(alpha * soft + (1.0 - alpha) * hard), {TASK: (1.0 - alpha) * jnp.mean(hard)}
 
   return Objective(name='defensive', loss=loss)
 
