@@ -153,6 +153,14 @@ def default() -> ml_collections.ConfigDict:
   c.method.dist_beta = 1.0  # DIST's inter-class weight (its authors' 1; the method weight is 2)
   c.method.dist_gamma = 1.0  # DIST's intra-class weight
   c.method.dist_temperature = 4.0  # the authors' CIFAR-100 tau (1 on ImageNet)
+  # CTKD: the soft term's temperature t_start + t_end · sigmoid(θ), θ learned with its
+  # gradient reversed, times λ rising from 0 to ctkd_max_strength over ctkd_epochs epochs.
+  c.method.ctkd_t_start = 1.0
+  c.method.ctkd_t_end = 20.0
+  c.method.ctkd_epochs = 10.0
+  c.method.ctkd_max_strength = 1.0
+  c.method.ctkd_instance = False  # one temperature per example, from a small MLP
+  c.method.ctkd_instance_hidden = 128  # that MLP's hidden width
   # Epochs of method-only training at the start of the run (RepDistiller's
   # init stage, counted in num_epochs); < 0: 30 for ab, fsp and ft, else 0.
   c.method.init_epochs = -1

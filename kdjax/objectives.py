@@ -137,6 +137,8 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
   weight = methods.registry.weight(config)
   name = f'{base.name}+{method.name}'
   taps = method.taps_features or base.taps_features
+  if getattr(method, 'sets_temperature', False):
+    return with_learned_temperature(base, method, options, steps_per_epoch, name=name)
   if not isinstance(method, methods.TrainedMethod):
     def loss(student, teacher, labels, hparams, own_params):
       value, metrics = base.loss(student, teacher, labels, hparams, own_params)
@@ -182,6 +184,33 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
 
   return Objective(name=name, loss=trained_loss, init_with=init_with, taps_features=True,
                    per_example=method.per_example)
+
+
+def with_learned_temperature(base: Objective, method, options: dict, steps_per_epoch: int, *,
+                             name: str) -> Objective:
+  """`base` with `hparams['temperature']` replaced by the method's learned one (CTKD).
+
+  Owns `{'base', 'method'}` parameters; the method's are shaped after the student's
+  logits. Metrics gain `temperature` (the batch's mean) and `ctkd_strength` (λ).
+  """
+
+  def init_with(rng, student, teacher):
+    del teacher  # logits of the student's width; a cached teacher has no shapes to give
+    base_rng, method_rng = jax.random.split(rng)
+    return {'base': base.init_params(base_rng),
+            'method': method.init(method_rng, student['logits'].shape[-1], options)}, {}
+
+  def loss(student, teacher, labels, hparams, own_params):
+    if teacher is None:
+      return base.loss(student, teacher, labels, hparams, own_params['base'])
+    strength = method.strength(hparams.get('step', 0) / steps_per_epoch, options)
+    temperature = method.temperature(own_params['method'], student['logits'],
+                                     teacher['logits'], strength, options)
+    value, metrics = base.loss(student, teacher, labels, dict(hparams, temperature=temperature),
+                               own_params['base'])
+    return value, dict(metrics, temperature=jnp.mean(temperature), ctkd_strength=strength)
+
+  return Objective(name=name, loss=loss, init_with=init_with, taps_features=base.taps_features)
 
 
 def logit_kd(kind: str | None = 'kl', *, standardize: bool = False) -> Objective:
