@@ -70,7 +70,8 @@ class Objective:
   # outputs['features'] (the step then asks the models for them).
   taps_features: bool = False
   # `init_with(rng, student_outputs, teacher_outputs) -> (params, state)`, for parts
-  # whose shapes follow the networks' (outputs as ShapeDtypeStruct trees); overrides `init`.
+  # whose shapes follow the networks' (outputs as ShapeDtypeStruct trees; the teacher's
+  # None where its logits are cached); overrides `init`.
   init_with: Callable | None = None
   # Whether the state is indexed by example (CRD's memory banks): the step needs
   # the batch's example indices, and the members of a sweep cannot share batches' state.

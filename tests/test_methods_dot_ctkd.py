@@ -86,9 +86,10 @@ def test_dot_keeps_two_buffers_as_the_hand_recursion():
     g_kd = {'body': kd_grads[k, 0], 'head': kd_grads[k, 1]}
     # The authors' dot(): task buffer at μ − Δ with the weight decay, kd buffer at μ + Δ;
     # a parameter that only the kd loss trains: one buffer at (μ − Δ + μ + Δ)/2 = μ, decayed.
-    b_task['body'] = (momentum - delta) * b_task['body'] + g_task['body'] + weight_decay * w['body']
+    decay = {n: weight_decay * w[n] for n in w}
+    b_task['body'] = (momentum - delta) * b_task['body'] + g_task['body'] + decay['body']
     b_kd['body'] = (momentum + delta) * b_kd['body'] + g_kd['body']
-    b_kd['head'] = momentum * b_kd['head'] + g_kd['head'] + g_task['head'] + weight_decay * w['head']
+    b_kd['head'] = momentum * b_kd['head'] + g_kd['head'] + g_task['head'] + decay['head']
     w = {n: w[n] - lr * (b_task[n] + b_kd[n]) for n in w}
     grads = {'task': jax.tree.map(jnp.float32, g_task), 'kd': jax.tree.map(jnp.float32, g_kd)}
     updates, state = dot.update(grads, state, params)
@@ -316,6 +317,7 @@ def test_ctkd_configs_are_refused_in_one_line():
   for changes, message in [
       ({'distill.alpha': 0.0}, "config.method.name='ctkd' learns the temperature"),
       ({'sweep.temperature': (2.0, 4.0)}, 'config.sweep.temperature=(2.0, 4.0)'),
+      ({'distill.kind': 'mse_logits'}, "config.distill.kind='mse_logits' has no temperature"),
       ({'method.ctkd_t_start': 0.0}, 'config.method.ctkd_t_start=0.0'),
       ({'method.ctkd_epochs': -1.0}, 'config.method.ctkd_epochs=-1.0')]:
     changed = config_lib.override(config_lib.from_json_dict(config_lib.to_json_dict(config)),

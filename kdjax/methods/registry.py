@@ -227,6 +227,9 @@ def _check_ctkd(config) -> None:
   if not config_lib.alpha(config) > 0:
     raise ConfigError("config.method.name='ctkd' learns the temperature of the soft term: "
                       'it needs config.distill.alpha > 0')
+  if config.distill.kind == 'mse_logits' or 'mse_logits' in tuple(config.sweep.kind):
+    raise ConfigError("config.distill.kind='mse_logits' has no temperature for method 'ctkd' "
+                      'to learn')
   if len(config.sweep.temperature):
     raise ConfigError(f'config.sweep.temperature={tuple(config.sweep.temperature)}: method '
                       "'ctkd' learns the temperature")
