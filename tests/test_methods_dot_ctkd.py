@@ -310,6 +310,33 @@ def test_ctkd_trains_student_and_temperature_in_one_compiled_step(instance):
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, teacher_variables))
 
 
+def test_dot_with_ctkd_in_a_vectorised_sweep_equals_each_member_alone():
+  student, teacher, teacher_variables = _pair()
+  config = config_lib.default()
+  config.optimizer.name, config.optimizer.learning_rate = 'dot', 0.05
+  config.method.name = 'ctkd'
+  tx = optim.optimizer(config, steps_per_epoch=10)
+  objective = objectives.from_config(config, steps_per_epoch=10)
+  state = step_lib.init_state(student, tx, jax.random.PRNGKey(0), SHAPE, objective)
+  train_step = step_lib.make_train_step(model=student, tx=tx, mean=(0.5,), std=(0.25,),
+                                        teacher_model=teacher, objective=objective)
+  alphas = jnp.float32([0.5, 0.9])
+  stacked = jax.tree.map(lambda x: jnp.stack([x, x]), state)
+  together, _ = jax.jit(step_lib.vectorise(train_step))(
+      stacked, _batch(), teacher_variables, {'temperature': jnp.float32([4.0, 4.0]),
+                                             'alpha': alphas})
+  for m in range(2):
+    alone, _ = jax.jit(train_step)(state, _batch(), teacher_variables,
+                                   {'temperature': jnp.float32(4.0), 'alpha': alphas[m]})
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[m], b, rtol=1e-5, atol=1e-6),
+                 together, alone)
+    # The temperature is the objective's own part: one buffer, at μ, in the kd slot.
+    buffers = alone.opt_state[0]
+    assert float(buffers.task['objective']['method']['global_t']) == 0.0
+    assert float(buffers.kd['objective']['method']['global_t']) != 0.0
+    assert float(alone.objective_params['method']['global_t']) != 1.0
+
+
 def test_ctkd_configs_are_refused_in_one_line():
   config = config_lib.default()
   config.teacher.workdir, config.method.name = '/some/teacher', 'ctkd'
