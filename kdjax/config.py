@@ -15,7 +15,7 @@ from ml_collections import config_dict
 
 from kdjax.errors import ConfigError
 
-OPTIMIZERS = ('sgd', 'adam', 'adamw')
+OPTIMIZERS = ('sgd', 'adam', 'adamw', 'dot')
 SCHEDULES = ('constant', 'exponential', 'step', 'cosine')
 SUMMARY_WRITERS = ('tensorboard', 'clu', 'none')
 TEACHER_CACHE = ('auto', True, False)
@@ -67,7 +67,10 @@ def default() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'
   c.optimizer.learning_rate = 1e-3
-  c.optimizer.momentum = 0.9  # sgd
+  c.optimizer.momentum = 0.9  # sgd, dot
+  # dot (Zhao et al.'s Distillation-Oriented Trainer): SGD with momentum − dot_delta on the
+  # task gradient and momentum + dot_delta on the distillation gradient.
+  c.optimizer.dot_delta = 0.075
   c.optimizer.nesterov = False  # sgd
   c.optimizer.b1 = 0.9  # adam, adamw
   c.optimizer.b2 = 0.999
@@ -150,6 +153,14 @@ def default() -> ml_collections.ConfigDict:
   c.method.dist_beta = 1.0  # DIST's inter-class weight (its authors' 1; the method weight is 2)
   c.method.dist_gamma = 1.0  # DIST's intra-class weight
   c.method.dist_temperature = 4.0  # the authors' CIFAR-100 tau (1 on ImageNet)
+  # CTKD: the soft term's temperature t_start + t_end · sigmoid(θ), θ learned with its
+  # gradient reversed, times λ rising from 0 to ctkd_max_strength over ctkd_epochs epochs.
+  c.method.ctkd_t_start = 1.0
+  c.method.ctkd_t_end = 20.0
+  c.method.ctkd_epochs = 10.0
+  c.method.ctkd_max_strength = 1.0
+  c.method.ctkd_instance = False  # one temperature per example, from a small MLP
+  c.method.ctkd_instance_hidden = 128  # that MLP's hidden width
   # Epochs of method-only training at the start of the run (RepDistiller's
   # init stage, counted in num_epochs); < 0: 30 for ab, fsp and ft, else 0.
   c.method.init_epochs = -1
@@ -288,6 +299,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   for field in ('weight_decay', 'max_norm', 'grad_clip_norm'):
     if c.optimizer[field] < 0:
       _fail(f'optimizer.{field}', c.optimizer[field], 'must be >= 0')
+  if c.optimizer.name == 'dot':
+    _validate_dot(c)
   if c.schedule.name == 'exponential' and not 0 < c.schedule.decay_rate <= 1:
     _fail('schedule.decay_rate', c.schedule.decay_rate, 'must be in (0, 1]')
   if c.augment.max_shift < 0:
@@ -362,6 +375,20 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if not c.teacher.workdir and any(len(c.sweep[k]) for k in ('temperature', 'alpha', 'kind')):
     _fail('sweep', 'temperature/alpha/kind',
           'sweeping distillation settings needs teacher.workdir')
+
+
+def _validate_dot(c: ml_collections.ConfigDict) -> None:
+  o = c.optimizer
+  if not c.teacher.workdir:
+    _fail('optimizer.name', 'dot', 'DOT splits the task and distillation gradients; it needs '
+          'a teacher (config.teacher.workdir)')
+  bound = min(o.momentum, 1 - o.momentum)  # both momenta, μ ∓ Δ, in [0, 1)
+  if not 0 <= o.dot_delta < bound:
+    _fail('optimizer.dot_delta', o.dot_delta,
+          f'must be in [0, {bound:g}) with optimizer.momentum={o.momentum}')
+  for field in ('nesterov', 'grad_clip_norm'):
+    if o[field]:
+      _fail(f'optimizer.{field}', o[field], "is not part of optimizer.name='dot'")
 
 
 def _validate_byot(c: ml_collections.ConfigDict) -> None:

@@ -100,7 +100,8 @@ def soft_target_loss(student_logits, teacher_logits, *, temperature, kind='kl',
   Args:
     student_logits: [..., K] student scores (gradients flow through these).
     teacher_logits: [..., K] teacher scores (treated as constants).
-    temperature: T > 0, a Python float or a traced scalar.
+    temperature: T > 0, a Python float or a traced scalar, or one per example
+      (shaped like the result, [...]: a learned per-example temperature).
     kind: one of SOFT_LOSS_KINDS, or an integer index into it (may be traced,
       e.g. one kind per member of a vectorised sweep).
     standardize_logits: replace both networks' logits by `standardize(·)` first
@@ -123,8 +124,9 @@ def soft_target_loss(student_logits, teacher_logits, *, temperature, kind='kl',
   if kind == 'mse_logits':
     diff = student_logits - teacher_logits
     return 0.5 * jnp.mean(diff * diff, axis=-1)
-  log_q = jax.nn.log_softmax(student_logits / temperature, axis=-1)
-  log_p = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
+  divisor = temperature[..., None] if jnp.ndim(temperature) else temperature
+  log_q = jax.nn.log_softmax(student_logits / divisor, axis=-1)
+  log_p = jax.nn.log_softmax(teacher_logits / divisor, axis=-1)
   p = jnp.exp(log_p)
   if kind == 'kl':
     # Where p underflows to 0, log_p is finite (log space), so p·(log p − log q) is 0·finite.

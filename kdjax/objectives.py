@@ -44,6 +44,10 @@ from kdjax.errors import ConfigError
 
 # The metrics key under which a loss returns its objective's new non-gradient state.
 STATE = 'objective_state'
+# The metrics key under which a loss returns its task (label) term, weighted as in the
+# loss; the rest of the loss is distillation. The step takes it out; an optimizer that
+# trains the two with separate momenta (DOT, `kdjax.train.optim.dot`) gets their gradients.
+TASK = 'task_loss'
 
 # (student outputs, teacher outputs or None, labels, hparams, own params) -> (loss, metrics)
 LossFn = Callable[[dict, dict | None, jax.Array, dict, Any], tuple[jax.Array, dict]]
@@ -66,7 +70,8 @@ class Objective:
   # outputs['features'] (the step then asks the models for them).
   taps_features: bool = False
   # `init_with(rng, student_outputs, teacher_outputs) -> (params, state)`, for parts
-  # whose shapes follow the networks' (outputs as ShapeDtypeStruct trees); overrides `init`.
+  # whose shapes follow the networks' (outputs as ShapeDtypeStruct trees; the teacher's
+  # None where its logits are cached); overrides `init`.
   init_with: Callable | None = None
   # Whether the state is indexed by example (CRD's memory banks): the step needs
   # the batch's example indices, and the members of a sweep cannot share batches' state.
@@ -133,6 +138,8 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
   weight = methods.registry.weight(config)
   name = f'{base.name}+{method.name}'
   taps = method.taps_features or base.taps_features
+  if getattr(method, 'sets_temperature', False):
+    return with_learned_temperature(base, method, options, steps_per_epoch, name=name)
   if not isinstance(method, methods.TrainedMethod):
     def loss(student, teacher, labels, hparams, own_params):
       value, metrics = base.loss(student, teacher, labels, hparams, own_params)
@@ -159,6 +166,7 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
     value, metrics = base.loss(student, teacher, labels, hparams, own_params['base'])
     if teacher is None:
       return value, metrics
+    metrics = dict(metrics)
     run = methods.trained.Run(
         params=own_params['method'], state=hparams['objective_state'],
         example_index=hparams.get('example_index'), rng=hparams['objective_rng'],
@@ -171,10 +179,39 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
     if init_steps:
       total = jnp.where(run.in_init, init_term, total)
       metrics['method_init'] = init_term
+      if TASK in metrics:  # the init stage's loss is the method's alone
+        metrics[TASK] = jnp.where(run.in_init, 0.0, metrics[TASK])
     return total, metrics
 
   return Objective(name=name, loss=trained_loss, init_with=init_with, taps_features=True,
                    per_example=method.per_example)
+
+
+def with_learned_temperature(base: Objective, method, options: dict, steps_per_epoch: int, *,
+                             name: str) -> Objective:
+  """`base` with `hparams['temperature']` replaced by the method's learned one (CTKD).
+
+  Owns `{'base', 'method'}` parameters; the method's are shaped after the student's
+  logits. Metrics gain `temperature` (the batch's mean) and `ctkd_strength` (λ).
+  """
+
+  def init_with(rng, student, teacher):
+    del teacher  # logits of the student's width; a cached teacher has no shapes to give
+    base_rng, method_rng = jax.random.split(rng)
+    return {'base': base.init_params(base_rng),
+            'method': method.init(method_rng, student['logits'].shape[-1], options)}, {}
+
+  def loss(student, teacher, labels, hparams, own_params):
+    if teacher is None:
+      return base.loss(student, teacher, labels, hparams, own_params['base'])
+    strength = method.strength(hparams.get('step', 0) / steps_per_epoch, options)
+    temperature = method.temperature(own_params['method'], student['logits'],
+                                     teacher['logits'], strength, options)
+    value, metrics = base.loss(student, teacher, labels, dict(hparams, temperature=temperature),
+                               own_params['base'])
+    return value, dict(metrics, temperature=jnp.mean(temperature), ctkd_strength=strength)
+
+  return Objective(name=name, loss=loss, init_with=init_with, taps_features=base.taps_features)
 
 
 def logit_kd(kind: str | None = 'kl', *, standardize: bool = False) -> Objective:
@@ -189,13 +226,14 @@ def logit_kd(kind: str | None = 'kl', *, standardize: bool = False) -> Objective
 
   def loss(student, teacher, labels, hparams, own_params):
     del own_params
+    hard = jnp.mean(losses.cross_entropy(student['logits'], labels))
     if teacher is None:
-      return jnp.mean(losses.cross_entropy(student['logits'], labels)), {}
+      return hard, {TASK: hard}
     value = losses.distillation_loss(
         student['logits'], teacher['logits'], labels, temperature=hparams['temperature'],
         alpha=hparams['alpha'], kind=hparams['kind'] if kind is None else kind,
         standardize_logits=standardize)
-    return value, {}
+    return value, {TASK: (1.0 - hparams['alpha']) * hard}
 
   return Objective(name='logit_kd', loss=loss)
 
@@ -224,12 +262,12 @@ def defensive(train_temperature: float) -> Objective:
     logits = student['logits']
     hard = losses.cross_entropy(logits / train_temperature, labels)
     if teacher is None:
-      return jnp.mean(hard), {}
+      return jnp.mean(hard), {TASK: jnp.mean(hard)}
     temperature = hparams['temperature']
     soft = losses.soft_target_loss(logits, teacher['logits'], temperature=temperature,
                                    kind='soft_ce') / temperature**2
     alpha = hparams['alpha']
-    return jnp.mean(alpha * soft + (1.0 - alpha) * hard), {}
+    return jnp.mean(alpha * soft + (1.0 - alpha) * hard), {TASK: (1.0 - alpha) * jnp.mean(hard)}
 
   return Objective(name='defensive', loss=loss)
 

@@ -19,7 +19,8 @@ adds one of them to a run's objective (`kdjax.methods.registry`).
              `config.distill.standardize` applies it inside logit KD and DKD)
 
 Methods with trainable parts or state of their own (FitNets, CRD, VID, CC,
-FSP, AB, FT) are in `kdjax.methods.trained`, Review KD in `kdjax.methods.review`.
+FSP, AB, FT) are in `kdjax.methods.trained`, Review KD in `kdjax.methods.review`,
+CTKD's learned temperature (Li et al., 2023) in `kdjax.methods.ctkd`.
 """
 
 from kdjax.methods.features import adaptive_avg_pool, at_loss, nst_loss, sp_loss
@@ -27,6 +28,7 @@ from kdjax.losses import standardize
 from kdjax.methods.logits import dist_loss, dkd_loss, pearson_correlation
 from kdjax.methods.registry import METHODS, Method, get
 from kdjax.methods.relations import pkt_loss, rkd_loss
+from kdjax.methods import ctkd
 from kdjax.methods import trained
 from kdjax.methods import review  # registers 'reviewkd' among the TRAINED methods
 from kdjax.methods.review import hcl_loss
@@ -40,6 +42,6 @@ PUBLISHED_WEIGHTS = {
 }
 
 __all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'TRAINED', 'TrainedMethod', 'trained',
-           'adaptive_avg_pool', 'at_loss', 'dist_loss', 'dkd_loss', 'hcl_loss', 'review',
+           'adaptive_avg_pool', 'at_loss', 'ctkd', 'dist_loss', 'dkd_loss', 'hcl_loss', 'review',
            'get', 'nst_loss', 'pearson_correlation', 'pkt_loss', 'rkd_loss', 'sp_loss',
            'standardize']

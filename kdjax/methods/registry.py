@@ -153,9 +153,10 @@ METHODS = {m.name: m for m in (
 def get(name: str):
   """The method `name`: a `Method`, or a `kdjax.methods.trained.TrainedMethod`."""
   # pylint: disable=import-outside-toplevel
+  from kdjax.methods import ctkd
   from kdjax.methods import review  # noqa: F401  (registers 'reviewkd' in trained.TRAINED)
   from kdjax.methods import trained
-  known = {**METHODS, **trained.TRAINED}
+  known = {**METHODS, **trained.TRAINED, ctkd.METHOD.name: ctkd.METHOD}
   if name not in known:
     raise ConfigError(f'config.method.name={name!r}: unknown; known: {", ".join(known)} '
                       "(or '' for none)")
@@ -198,6 +199,8 @@ def check_config(config) -> None:
                         ('reviewkd_max_mid_channels', 1)):
     if float(config.method[option]) < least:
       raise ConfigError(f'config.method.{option}={config.method[option]} must be >= {least}')
+  if config.method.name == 'ctkd':
+    _check_ctkd(config)
   if config.method.name == 'dist' and not float(config.method.dist_temperature) > 0:
     raise ConfigError(f'config.method.dist_temperature={config.method.dist_temperature} '
                       'must be > 0')
@@ -217,6 +220,25 @@ def check_config(config) -> None:
     if len(config.sweep.method_weight) and config_lib.sweep_mode(config) == 'vmap':
       raise ConfigError(f'config.sweep.method_weight: method {config.method.name!r} keeps '
                         "per-example state; sweep its weight with sweep.mode='loop'")
+
+
+def _check_ctkd(config) -> None:
+  from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel
+  if not config_lib.alpha(config) > 0:
+    raise ConfigError("config.method.name='ctkd' learns the temperature of the soft term: "
+                      'it needs config.distill.alpha > 0')
+  if config.distill.kind == 'mse_logits' or 'mse_logits' in tuple(config.sweep.kind):
+    raise ConfigError("config.distill.kind='mse_logits' has no temperature for method 'ctkd' "
+                      'to learn')
+  if len(config.sweep.temperature):
+    raise ConfigError(f'config.sweep.temperature={tuple(config.sweep.temperature)}: method '
+                      "'ctkd' learns the temperature")
+  if not float(config.method.ctkd_t_start) > 0 or not float(config.method.ctkd_t_end) >= 0:
+    raise ConfigError(f'config.method.ctkd_t_start={config.method.ctkd_t_start} must be > 0 '
+                      f'and ctkd_t_end={config.method.ctkd_t_end} >= 0')
+  if float(config.method.ctkd_epochs) < 0 or int(config.method.ctkd_instance_hidden) < 1:
+    raise ConfigError(f'config.method.ctkd_epochs={config.method.ctkd_epochs} must be >= 0 '
+                      f'and ctkd_instance_hidden={config.method.ctkd_instance_hidden} >= 1')
 
 
 def options(config) -> dict:

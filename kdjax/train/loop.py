@@ -120,7 +120,9 @@ def build(config, workdir: str, members: sweep_lib.Members) -> Run:
   teacher = teacher_lib.attach(config, dataset, feed, mesh)
   teacher_outputs = (step_lib.output_shapes(teacher.model, teacher.variables,
                                             dataset.image_shape)
-                     if objective.init_with is not None and teacher is not None else None)
+                     # cached: the logits are all there is, and no variables to shape
+                     if objective.init_with is not None and teacher is not None
+                     and teacher.variables is not None else None)
   state = members.init_state(lambda seed: step_lib.init_state(
       model, tx, jax.random.PRNGKey(seed), dataset.image_shape, objective,
       teacher_outputs=teacher_outputs))

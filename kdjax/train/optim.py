@@ -1,5 +1,7 @@
 """optax optimizers, learning-rate schedules and weight constraints from a config."""
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,6 +42,9 @@ def optimizer(c: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Gradi
   """The optax transformation described by `config.optimizer` and `config.schedule`."""
   o = c.optimizer
   lr = learning_rate_schedule(c, steps_per_epoch)
+  if o.name == 'dot':
+    return dot(lr, momentum=o.momentum, delta=o.dot_delta, weight_decay=o.weight_decay,
+               kd_only=objective_leaves)
   chain = []
   if o.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(o.grad_clip_norm))
@@ -56,6 +61,89 @@ def optimizer(c: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Gradi
   else:
     raise ValueError(o.name)
   return optax.chain(*chain)
+
+
+class SplitGradientTransformation(optax.GradientTransformation):
+  """A transformation that takes its gradient in two parts, `{'task': g, 'kd': g}`.
+
+  The train step sees the type and gives it the gradient of the objective's task
+  (label) term and that of the rest, its distillation terms, separately
+  (`kdjax.objectives.TASK`); `update` returns updates shaped like the params.
+  """
+
+
+class DotState(NamedTuple):
+  """DOT's two momentum buffers, each shaped like the params."""
+  task: Any
+  kd: Any
+
+
+def scale_by_dot(*, momentum: float, delta: float, weight_decay: float = 0.0,
+                 kd_only: Any = None) -> optax.GradientTransformation:
+  """DOT's momentum directions, from gradients `{'task': g_t, 'kd': g_k}` (lr not applied).
+
+  With μ = `momentum`, Δ = `delta`, λ = `weight_decay`, for a leaf w that both
+  terms train:
+    b_task ← (μ − Δ) b_task + g_t + λ w
+    b_kd   ← (μ + Δ) b_kd + g_k
+    direction = b_task + b_kd
+  and for a leaf of `kd_only` (a pytree of bools, or a function of the params
+  giving one; parts that only the distillation term trains) one buffer at μ:
+    b_kd ← μ b_kd + g_k + g_t + λ w,  b_task = 0.
+  Buffers start at 0, so the first step's buffers are the gradients themselves
+  (PyTorch's SGD, the authors' `momentum_buffer`).
+  """
+
+  def init(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return DotState(task=zeros, kd=zeros)
+
+  def update(grads, state, params=None):
+    if weight_decay and params is None:
+      raise ValueError('scale_by_dot with weight_decay needs the params')
+    mask = kd_only(params) if callable(kd_only) else kd_only
+    if mask is None:
+      mask = jax.tree.map(lambda _: False, state.task)
+    decay = (jax.tree.map(lambda w: weight_decay * w, params) if weight_decay
+             else jax.tree.map(jnp.zeros_like, state.task))
+    task = jax.tree.map(
+        lambda single, b, g, d: jnp.zeros_like(b) if single else (momentum - delta) * b + g + d,
+        mask, state.task, grads['task'], decay)
+    kd = jax.tree.map(
+        lambda single, b, g_k, g_t, d: (momentum * b + g_k + g_t + d if single
+                                        else (momentum + delta) * b + g_k),
+        mask, state.kd, grads['kd'], grads['task'], decay)
+    return jax.tree.map(jnp.add, task, kd), DotState(task=task, kd=kd)
+
+  return optax.GradientTransformation(init, update)
+
+
+def dot(learning_rate, *, momentum: float = 0.9, delta: float = 0.075,
+        weight_decay: float = 0.0, kd_only: Any = None) -> SplitGradientTransformation:
+  """Zhao et al.'s Distillation-Oriented Trainer: SGD whose task and distillation gradients
+  keep separate momenta, μ − Δ and μ + Δ.
+
+    w ← w − lr · (b_task + b_kd)     (buffers: `scale_by_dot`)
+
+  Zhao, Song & Xie, "DOT: A Distillation-Oriented Trainer", ICCV 2023; the authors'
+  `DistillationOrientedTrainer` (megvii-research/mdistiller, mdistiller/engine/dot.py and
+  the `DOT` trainer in engine/trainer.py: μ = 0.9, Δ = 0.075, coupled weight decay on the
+  task gradient). With Δ = 0 it is SGD with momentum μ on g_task + g_kd.
+  `learning_rate`: a number or an optax schedule.
+  """
+  tx = optax.chain(scale_by_dot(momentum=momentum, delta=delta, weight_decay=weight_decay,
+                                kd_only=kd_only),
+                   optax.scale_by_learning_rate(learning_rate))
+  return SplitGradientTransformation(tx.init, tx.update)
+
+
+def objective_leaves(params) -> Any:
+  """True on the leaves of the objective's own parts (`{'student', 'objective'}` trainables:
+  only the distillation term trains them), False elsewhere."""
+  if isinstance(params, dict) and set(params) == {'student', 'objective'}:
+    return {'student': jax.tree.map(lambda _: False, params['student']),
+            'objective': jax.tree.map(lambda _: True, params['objective'])}
+  return jax.tree.map(lambda _: False, params)
 
 
 def max_norm(params, limit: float):

@@ -113,7 +113,7 @@ def _check_optimizer(config) -> None:
                         'every boundary must be an epoch > 0')
     if not schedule.step_factor > 0:
       raise ConfigError(f'config.schedule.step_factor={schedule.step_factor!r}: must be > 0')
-  fields = {'sgd': ('momentum',), 'adam': ('b1', 'b2'), 'adamw': ('b1', 'b2')}
+  fields = {'sgd': ('momentum',), 'dot': ('momentum',), 'adam': ('b1', 'b2'), 'adamw': ('b1', 'b2')}
   for field in fields.get(optimizer.name, ()):
     if not 0 <= optimizer[field] < 1:
       raise ConfigError(f'config.optimizer.{field}={optimizer[field]!r}: must be in [0, 1)')

@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from kdjax.data import augment
 from kdjax import objectives as objective_lib
+from kdjax.errors import ConfigError
 from kdjax.train import optim
 
 
@@ -125,6 +126,10 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   Gradients flow to the student's parameters and the objective's own, never
   to the teacher.
 
+  With a `tx` that takes split gradients (`optim.SplitGradientTransformation`: DOT),
+  the step gives it the gradients of the objective's task term and of its
+  distillation terms, from one forward pass, as `{'task': g, 'kd': g}`.
+
   `hparams` holds what the objective reads (`temperature`, `alpha`, maybe
   `kind`: scalars, or traced per member under vmap), and optionally
   `lr_scale` (the updates are multiplied by it: every optimizer here is
@@ -147,6 +152,7 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     return augment.normalize(images, mean, std)
 
   taps = objective.taps_features
+  split_gradients = isinstance(tx, optim.SplitGradientTransformation)
 
   teacher_outputs_of = functools.partial(_teacher_outputs, teacher_model, taps)
 
@@ -172,11 +178,16 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                                    trainable['objective'])
       terms = dict(terms)
       objective_state = terms.pop(objective_lib.STATE, state.objective_state)
-      return loss, (student['logits'], new_model_state, terms, objective_state)
+      task = terms.pop(objective_lib.TASK, None)
+      return loss, (student['logits'], new_model_state, terms, objective_state, task)
 
     trainable = _trainable(state.params, state.objective_params)
-    (loss, (logits, new_model_state, terms, objective_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(trainable)
+    if split_gradients:
+      loss, (logits, new_model_state, terms, objective_state), grads = _split_gradients(
+          loss_fn, trainable, objective.name)
+    else:
+      (loss, (logits, new_model_state, terms, objective_state, _)), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(trainable)
     trainable, opt_state = _apply_gradients(tx, trainable, grads, state.opt_state,
                                             hparams.get('lr_scale'))
     params = trainable['student']
@@ -217,6 +228,24 @@ def _teacher_outputs(teacher_model, taps: bool, images, batch, teacher_variables
                                            return_features=True)
     return {'logits': logits, 'features': features}
   return {'logits': teacher_model.apply(teacher_variables, images, train=False)}
+
+
+def _split_gradients(loss_fn, trainable, objective_name: str):
+  """One forward pass and the gradients of the task term and of the rest (distillation)
+  of the loss: `(loss, aux, {'task': g, 'kd': g})`, `aux` without the task term."""
+
+  def parts(trainable):
+    loss, (logits, model_state, terms, objective_state, task) = loss_fn(trainable)
+    if task is None:
+      raise ConfigError(f'config.optimizer.name=\'dot\': objective {objective_name!r} does not '
+                        'say which part of its loss is the task term')
+    return jnp.stack([task, loss - task]), (loss, (logits, model_state, terms, objective_state))
+
+  values, pullback, (loss, aux) = jax.vjp(parts, trainable, has_aux=True)
+  # Both backward passes at once: the rows of the Jacobian of (task, kd).
+  (rows,) = jax.vmap(pullback)(jnp.eye(2, dtype=values.dtype))
+  return loss, aux, {'task': jax.tree.map(lambda g: g[0], rows),
+                     'kd': jax.tree.map(lambda g: g[1], rows)}
 
 
 def _apply_gradients(tx, trainable, grads, opt_state, lr_scale):
