@@ -92,5 +92,3 @@ def check_config(config) -> None:
   get(config.distill.objective)
   if config.distill.objective in _VALIDATORS:
     _VALIDATORS[config.distill.objective](config)
-
-

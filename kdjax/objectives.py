@@ -205,4 +205,3 @@ def defensive(train_temperature: float) -> Objective:
 def _defensive_from_config(config, *, swept_kind: bool = False) -> Objective:
   del swept_kind
   return defensive(float(config.train_temperature))
-

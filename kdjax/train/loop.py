@@ -398,4 +398,3 @@ _SHARED_FACTS = ('dataset', 'model', 'params', 'image_shape', 'num_classes',
                  'validation', 'input_pipeline', 'steps_per_epoch', 'epochs', 'objective',
                  'compile_seconds', 'flops_per_example', 'train_step_flops', 'devices',
                  'teacher', 'final_checkpoint_epoch', 'exits')
-

@@ -214,4 +214,3 @@ def in_step_model(teacher: Teacher | None):
 
 def variables_of(teacher: Teacher | None):
   return None if teacher is None else teacher.variables
-
