@@ -24,7 +24,7 @@ from kdjax.errors import ConfigError
 from kdjax.methods import features as features_lib
 from kdjax.methods import logits as logits_lib
 from kdjax.methods import relations
-from kdjax.methods import review  # registers 'reviewkd' in trained.TRAINED
+from kdjax.methods import review  # noqa: F401  (registers 'reviewkd' in trained.TRAINED)
 from kdjax.methods import trained
 from kdjax.methods.taps import embedding, stage_features, stage_keys  # noqa: F401
 
