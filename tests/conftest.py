@@ -22,6 +22,7 @@ import tests
 if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = ' '.join(
       filter(None, (os.environ.get('XLA_FLAGS', ''), tests.XLA_FLAGS)))
+os.environ.setdefault(tests.CPU_CONV_ENV, tests.CPU_CONV)
 # One cache of decoded datasets and compiled programs for the whole test run,
 # shared by the xdist workers and the processes tests start; a new run starts
 # empty, as CI does (`make test-all` gives both tiers one directory).
@@ -83,6 +84,12 @@ def pytest_terminal_summary(terminalreporter):
       f'compilation cache {os.environ["KDJAX_CACHE_DIR"]}: {totals["hits"]} hits, '
       f'{totals["writes"]} programs written, {totals["saved_seconds"]:.0f} s of compiling saved '
       '(test processes; the processes tests start are not counted)')
+
+
+@pytest.fixture
+def patches_conv(monkeypatch):
+  """kdjax's own CPU convolution (shifted slices and a matrix product) for one test."""
+  monkeypatch.setenv(tests.CPU_CONV_ENV, 'patches')
 
 
 @pytest.fixture(scope='session')
