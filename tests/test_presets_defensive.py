@@ -22,8 +22,11 @@ pytestmark = pytest.mark.slow  # end to end: `make test-all`
 
 
 @pytest.mark.parametrize('name, last', [('mnist', 100.0), ('cifar10', 2.0)])
-def test_defensive_distillation_quick_runs_end_to_end(tmp_path, name, last):
-  """Quick mode keeps a preset's first two temperatures: {1, 100} and {1, 2}."""
+def test_defensive_distillation_quick_runs_end_to_end(tmp_path, name, last, patches_conv):
+  """Quick mode keeps a preset's first two temperatures: {1, 100} and {1, 2}.
+
+  With kdjax's CPU convolution: JSMA's per-class gradients run many times slower
+  through XLA's (the tests' default, tests/__init__.py)."""
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(['pytest'])
   setup, preset = common.make_setup(defensive_distillation.PRESETS[name], quick=True,
