@@ -62,7 +62,9 @@ def test_mnist_configs_run_to_the_end(mnist_data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_cifar_configs_run_to_the_end(tmp_path):
+def test_cifar_configs_run_to_the_end(tmp_path, patches_conv):
+  """Full-width ResNets, trained: with kdjax's CPU convolution (XLA's, the tests'
+  default, trains them several times slower)."""
   with tfds.testing.mock_data(num_examples=64):
     full, teacher = _shrunk('cifar_resnet', data_dir=str(tmp_path / 'tfds'))
     assert full.eval_every > 1 and full.augment.flip and full.optimizer.nesterov
