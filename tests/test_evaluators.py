@@ -215,3 +215,20 @@ def test_a_distilled_run_reports_its_agreement_with_the_teacher(teacher_dir, mni
     assert section['ece'] == pytest.approx(
         calibration.expected_calibration_error(logits[split], y), abs=1e-6)
     assert section['nll'] == pytest.approx(calibration.mean_nll(logits[split], y), rel=1e-5)
+
+
+def test_every_member_of_a_distilled_sweep_gets_its_agreement(teacher_dir, mnist_data_dir,
+                                                               tmp_path):
+  from kdjax import train
+  c = _tiny_config(mnist_data_dir, **{'teacher.workdir': teacher_dir, 'sweep.seed': (0, 1),
+                                      'sweep.mode': 'vmap'})
+  sweep = train.train_and_evaluate(c, str(tmp_path / 'sweep'))
+  _, teacher_logits = _read(teacher_dir)
+  found = []
+  for row in sweep['members']:
+    results, logits = _read(row['workdir'])
+    expected = agreement.agreement(teacher_logits['test'], logits['test'])
+    assert results['agreement']['test']['top1_agreement'] == pytest.approx(
+        expected['top1_agreement'])
+    found.append(results['agreement']['test']['kl_teacher_student'])
+  assert found[0] != found[1]  # each member's own students, not member 0's twice
