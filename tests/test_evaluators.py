@@ -83,18 +83,21 @@ def _context(config, model=None, teacher=None, members=None, **fields):
                             model=model, teacher=teacher, **dict(defaults, **fields))
 
 
+def _resolved(context) -> list[str]:
+  return [e.name for e in evaluators.resolve(context)]
+
+
 def test_auto_is_what_applies_to_the_run():
   c = config_lib.default()
-  names = lambda context: [e.name for e in evaluators.resolve(context)]  # noqa: E731
-  assert names(_context(c)) == []
-  assert names(_context(c, teacher=object())) == ['agreement']
+  assert _resolved(_context(c)) == []
+  assert _resolved(_context(c, teacher=object())) == ['agreement']
   exit_model = models.create('multi_exit', num_classes=10, base='cifar_resnet',
                              blocks=(1, 1, 1), widths=(4, 4, 8, 8), exits=(1, 2))
-  assert names(_context(c, model=exit_model)) == ['exits']
+  assert _resolved(_context(c, model=exit_model)) == ['exits']
   c.evaluators = ('calibration', 'auto')
-  assert names(_context(c, teacher=object())) == ['calibration', 'agreement']
+  assert _resolved(_context(c, teacher=object())) == ['calibration', 'agreement']
   c.evaluators = ('agreement',)
-  assert names(_context(c, teacher=object())) == ['agreement']
+  assert _resolved(_context(c, teacher=object())) == ['agreement']
 
 
 def test_the_exits_evaluator_scores_every_exit_of_a_multi_exit_model():
@@ -128,15 +131,27 @@ def test_the_exits_evaluator_scores_every_exit_of_a_multi_exit_model():
 def test_two_evaluators_may_not_write_one_section():
   c = config_lib.default()
   c.evaluators = ('first', 'second')
-  one = lambda context: evaluators.Sections(members=({'same': 1},))  # noqa: E731
+
+  def same_section(context):
+    del context
+    return evaluators.Sections(members=({'same': 1},))
+
   try:
-    evaluators.register('first')(one)
-    evaluators.register('second')(one)
+    evaluators.register('first')(same_section)
+    evaluators.register('second')(same_section)
     with pytest.raises(ValueError, match="'first' and 'second' both write the section 'same'"):
       evaluators.run(_context(c))
   finally:
     evaluators.unregister('first')
     evaluators.unregister('second')
+
+
+def test_an_evaluator_may_not_replace_a_field_of_results_json():
+  from kdjax.train import results as results_lib
+  assert results_lib.add_sections({'test_accuracy': 0.9}, {'ece': 0.1}) == {
+      'test_accuracy': 0.9, 'ece': 0.1}
+  with pytest.raises(ValueError, match="'test_accuracy'"):
+    results_lib.add_sections({'test_accuracy': 0.9}, {'test_accuracy': 1.0})
 
 
 def _tiny_config(data_dir, **changes):

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import numpy as np
 
 from kdjax import config as config_lib
-from kdjax.errors import ConfigError
 
 AUTO = 'auto'
 
