@@ -3,13 +3,15 @@
 `kdjax.config` checks the fields it alone can judge; each registry checks the
 section it owns: the dataset catalog the dataset and `config.input`, the model
 registry `config.model.name`, the objectives `config.distill` (and an
-objective's own fields, such as BYOT's), the methods `config.method`. Each
+objective's own fields, such as BYOT's), the methods `config.method`, the
+evaluators `config.evaluators` (and the fields an evaluator needs). Each
 raises `ConfigError` with one line that names the field and what it accepts.
 """
 
 import ml_collections
 
 from kdjax import config as config_lib
+from kdjax import evaluators
 from kdjax import models
 from kdjax import objectives
 from kdjax.data import catalog
@@ -23,6 +25,7 @@ SECTIONS = (
     models.check_config,
     objectives.check_config,
     methods_registry.check_config,
+    evaluators.check_config,
 )
 
 

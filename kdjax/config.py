@@ -2,8 +2,8 @@
 
 `default()` holds every field a run reads, with its default; files in
 `configs/` start from it and change a few fields. `check_fields()` checks the
-fields whose ranges the schema alone knows; the dataset, model, objective and
-method sections are checked by the registries that own them, and
+fields whose ranges the schema alone knows; the dataset, model, objective,
+method and evaluator sections are checked by the registries that own them, and
 `kdjax.checks.validate()` runs every check before anything is loaded or
 written, raising `ConfigError` with one line that names the field and what it
 accepts. This module imports nothing of kdjax but its errors: the registries
@@ -187,6 +187,11 @@ def default() -> ml_collections.ConfigDict:
   # TensorFlow), 'clu' (clu's writer; imports TensorFlow) or 'none'.
   c.summary_writer = 'tensorboard'
   c.overwrite = False  # allow a different config in a workdir that holds a run
+  # What is measured after training (kdjax.evaluators), each in its own section of
+  # results.json: 'auto' = every evaluator that applies to the run ('exits' for a
+  # multi-exit model, 'agreement' with a teacher); add others by name, e.g.
+  # ('auto', 'calibration').
+  c.evaluators = ('auto',)
 
   # Be Your Own Teacher (distill.objective='byot', model.name='multi_exit'):
   # every shallow exit learns from the labels, the deepest exit's soft

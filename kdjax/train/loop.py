@@ -9,7 +9,8 @@ The driver `train_and_evaluate` reads as its stages:
   compile           the epoch (or step) program and the eval program
   train epochs      restore-or-start, then epochs with evaluation, records,
                     progress lines, checkpoints, NaN and preemption handling
-  finish            final evaluation, results.json, logits, plots (kdjax.train.results)
+  finish            final evaluation, the config's evaluators (kdjax.evaluators),
+                    results.json, logits, plots (kdjax.train.results)
 """
 
 import dataclasses
@@ -21,13 +22,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from kdjax import byot
 from kdjax import caching
 from kdjax import config as config_lib
+from kdjax import evaluators
 from kdjax import models
 from kdjax import report
 from kdjax.models import flops
-from kdjax.models import multi_exit
 from kdjax.errors import NonFiniteLossError, KDError, Preempted
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import feed as feed_lib
@@ -311,9 +311,8 @@ def finish(run: Run, state, progress) -> dict:
                                 devices=jax.device_count())
   diverged = (np.asarray(jax.device_get(state.diverged_step)).reshape(-1)
               if run.members.stacked else np.zeros(1, np.int64))
-  member_extras = None
-  if multi_exit.is_multi_exit(run.model):
-    facts['exits'], member_extras = evaluate_exits(run, state)
+  shared, member_extras = evaluators.run(evaluation_context(run, state, final))
+  facts = results_lib.add_sections(facts, shared)
   results = results_lib.write(run.workdir, config=config, members=run.members, state=state,
                               facts=facts, progress=progress, final=final,
                               labels=run.feed.labels, num_classes=run.dataset.num_classes,
@@ -322,40 +321,20 @@ def finish(run: Run, state, progress) -> dict:
   return results
 
 
-def evaluate_exits(run: Run, state) -> tuple[list[dict], list[dict]]:
-  """A multi-exit model's exits: their cost, and per member each exit's accuracy.
+def evaluation_context(run: Run, state, final: dict) -> evaluators.Context:
+  """What the evaluators read of the finished run: its networks, final logits, labels."""
 
-  Returns (per exit: name, parameters and forward FLOPs per example up to
-  it; per member: {'exit_evaluation': kdjax.byot.evaluate_exits of the
-  validation and test splits}).
-  """
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  model = run.model
-  one = run.members.take(state, 0)
-  names = list(model.exit_names)
-  params = multi_exit.exit_params(model, one.params)
-  flops = multi_exit.exit_flops(model, {'params': one.params, **one.model_state},
-                                run.dataset.image_shape)
-  exits = [{'name': n, 'params': p, 'flops': f} for n, p, f in zip(names, params, flops)]
+  def predict(model, variables, num_members: int) -> dict:
+    program = step_lib.make_predict(model, mesh=step_lib.data_mesh(), mean=run.dataset.mean,
+                                    std=run.dataset.std, batch_size=run.config.eval_batch_size,
+                                    num_members=num_members)
+    return run.feed.eval_logits(program, variables, num_members)
 
-  class AllExits:
-    """The model with every exit's logits, [B, E, K], as its output."""
-
-    def apply(self, variables, images, train):
-      _, features = model.apply(variables, images, train=train, return_features=True)
-      return jnp.stack(multi_exit.exit_outputs(features, model.exits)[0], axis=1)
-
-  predict = step_lib.make_predict(AllExits(), mesh=step_lib.data_mesh(), mean=run.dataset.mean,
-                                  std=run.dataset.std, batch_size=run.config.eval_batch_size,
-                                  num_members=run.members.axis_size)
-  logits = run.feed.eval_logits(predict, {'params': state.params, **state.model_state},
-                                run.members.axis_size)  # split -> [M, N, E, K]
-  extras = []
-  for m in range(run.members.count):
-    per_split = {split: np.moveaxis(np.asarray(v[m]), 1, 0) for split, v in logits.items()}
-    extras.append({'exit_evaluation': byot.evaluate_exits(per_split, run.feed.labels, flops,
-                                                          names)})
-  return exits, extras
+  return evaluators.Context(
+      config=run.config, members=run.members, model=run.model, state=state,
+      image_shape=run.dataset.image_shape,
+      logits={split: logits for split, (logits, _) in final.items()},
+      labels=run.feed.labels, teacher=run.teacher, predict=predict)
 
 
 def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
@@ -380,7 +359,8 @@ def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
     rows.append(sweep_lib.member_row(results, members.rows[m], directory))
     histories[members.label(m)] = results['history']
     seconds.append(results['train_seconds'])
-    facts = facts or {k: v for k, v in results.items() if k in _SHARED_FACTS}
+    facts = facts or {k: v for k, v in results.items()
+                      if k in _SHARED_FACTS + evaluators.shared_sections()}
   if facts is None:
     raise NonFiniteLossError('every member of the sweep diverged; try a lower '
                              'config.optimizer.learning_rate')
@@ -399,4 +379,4 @@ _SHARED_FACTS = ('dataset', 'model', 'params', 'image_shape', 'num_classes',
                  'num_train_examples', 'train_examples', 'omit_classes', 'keep_classes',
                  'validation', 'input_pipeline', 'steps_per_epoch', 'epochs', 'objective',
                  'compile_seconds', 'flops_per_example', 'train_step_flops', 'devices',
-                 'teacher', 'final_checkpoint_epoch', 'exits')
+                 'teacher', 'final_checkpoint_epoch')

@@ -116,6 +116,14 @@ def member_results(facts: dict, member_config, records: list[dict], final: dict,
   return out
 
 
+def add_sections(results: dict, sections: dict) -> dict:
+  """`results` with an evaluator's `sections` added; ValueError for a field already there."""
+  taken = sorted(set(results) & set(sections))
+  if taken:
+    raise ValueError(f'evaluator sections {taken} would replace fields of results.json')
+  return {**results, **sections}
+
+
 def write_run_files(directory: str, results: dict, logits: dict, title: str | None) -> None:
   """logits.npz, curves.png (unless `title` is None) and, last, results.json.
 
@@ -132,8 +140,8 @@ def write(workdir: str, *, config, members: sweep_lib.Members, state, facts: dic
           member_extras: list[dict] | None = None) -> dict:
   """Writes every member's files (and a sweep's summary); returns the run's results.
 
-  `member_extras[m]`, when given, adds fields to member m's results (a
-  multi-exit model's per-exit evaluation).
+  `member_extras[m]`, when given, adds sections to member m's results (its
+  evaluators', `kdjax.evaluators`).
   """
   title = f'{config.model.name} on {config.dataset}'
   writer = jax.process_index() == 0
@@ -153,7 +161,7 @@ def write(workdir: str, *, config, members: sweep_lib.Members, state, facts: dic
     results = member_results(facts, member_config, progress.history[m], final, m, labels,
                              num_classes, int(diverged_at[m]))
     if member_extras:
-      results.update(member_extras[m])
+      results = add_sections(results, member_extras[m])
     if writer:  # a sweep's members share one figure, drawn below
       write_run_files(directory, results, {name: v[0][m] for name, v in final.items()},
                       title if members.mode == 'single' else None)

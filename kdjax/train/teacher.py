@@ -131,10 +131,12 @@ class Teacher:
   """A loaded teacher: its model, variables (None once cached), results."""
   workdir: str
   model: object
-  variables: object
+  variables: object  # what the train step gets: None once the logits are cached
   results: dict
   dataset: str
   cached: bool
+  # The teacher's variables even when cached, for evaluators (kdjax.evaluators).
+  loaded_variables: object = None
 
   def note(self) -> str:
     """The teacher's part of the run's first progress line."""
@@ -197,14 +199,15 @@ def attach(config, dataset, feed, mesh) -> Teacher | None:
   cache = config.teacher.cache
   cached = (not augmented and feed.mode == 'device' and not methods.registry.needs_features(config)
             ) if cache == 'auto' else bool(cache)
-  variables = feed_lib.replicated(mesh, variables)
+  loaded = feed_lib.replicated(mesh, variables)
   if cached:
     predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
                                     batch_size=config.eval_batch_size)
-    feed.cache_teacher_logits(predict, variables)
-    variables = None  # the cached logits are all the step needs
+    feed.cache_teacher_logits(predict, loaded)
   return Teacher(workdir=os.path.abspath(config.teacher.workdir), model=model,
-                 variables=variables, results=results, dataset=teacher_dataset, cached=cached)
+                 variables=None if cached else loaded,  # cached: the logits are all it needs
+                 results=results, dataset=teacher_dataset, cached=cached,
+                 loaded_variables=loaded)
 
 
 def in_step_model(teacher: Teacher | None):
