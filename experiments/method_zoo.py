@@ -54,8 +54,8 @@ from kdjax import report
 from kdjax.errors import ConfigError
 
 METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'fsp', 'nst',
-           'crd', 'crd+kd', 'reviewkd', 'dkd', 'dist', 'ctkd', 'kd+dot', 'kd+ls', 'dkd+ls',
-           'mlkd', 'mlkd+ls')
+           'crd', 'crd+kd', 'reviewkd', 'dkd', 'dist', 'ctkd', 'mlkd', 'kd+dot', 'kd+ls',
+           'dkd+ls', 'mlkd+ls')
 # What each method's stage sets, at its authors' CIFAR-100 settings (the KD, DKD and MLKD
 # weights as mdistiller's: CE 0.1 + KD 0.9 at T 4 is alpha 0.9):
 #   dist     CE 1 + DIST 2 at tau 4 (hunto/image_classification_sota,
@@ -238,9 +238,9 @@ def _method_changes(method: str, teacher: str, student: str, preset: dict,
                     'method.dkd_temperature': 2.0})
   if method == 'mlkd+ls':
     changes.update({'method.weight': 9.0, 'method.mlkd_temperature': 2.0})
-  if method_name(method) == 'mlkd' and 'optimizer.learning_rate' not in changes:
-    changes.update({k: v for k, v in (('optimizer.learning_rate',
-                                       preset.get('mlkd_learning_rate')),) if v})
+  if (method_name(method) == 'mlkd' and 'optimizer.learning_rate' not in changes
+      and 'mlkd_learning_rate' in preset):
+    changes['optimizer.learning_rate'] = preset['mlkd_learning_rate']
   if method == 'ctkd' and 'ctkd_epochs' in preset:
     changes['method.ctkd_epochs'] = preset['ctkd_epochs']
   if method == 'reviewkd' and (teacher, student) in REVIEWKD_WEIGHTS:
