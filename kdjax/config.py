@@ -116,7 +116,8 @@ def default() -> ml_collections.ConfigDict:
   c.distill.distillation_weight = config_dict.placeholder(float)
   c.distill.ce_weight = config_dict.placeholder(float)
   # Logit standardisation (Sun et al. 2024): z-score both networks' logits inside
-  # the soft-target term of logit KD (and of DKD); the cross-entropy keeps raw logits.
+  # the soft-target term of logit KD (and of DKD, and of MLKD's KD terms); the
+  # cross-entropy keeps raw logits.
   c.distill.standardize = False
 
   # A vectorised sweep: every combination of the non-empty tuples below trains

@@ -270,7 +270,7 @@ def _check_mlkd(config) -> None:
 
 def options(config) -> dict:
   """The method's options from `config.method`, as plain Python values, and
-  `standardize` (`config.distill.standardize`, which DKD reads)."""
+  `standardize` (`config.distill.standardize`, which DKD and MLKD read)."""
   return {**{k: v for k, v in config.method.to_dict().items()
              if k not in ('name', 'weight', 'init_epochs')},
           'standardize': bool(config.distill.get('standardize', False))}

@@ -302,7 +302,7 @@ def _frozen_if_diverged(new_state: TrainState, state: TrainState, loss) -> Train
 @dataclasses.dataclass(frozen=True)
 class StepParts:
   """A train step cut where members of a sweep may share work (see `vectorise`)."""
-  inputs: Callable  # (rng, step, batch) -> images
+  inputs: Callable  # (rng, step, batch) -> images, or (weak, strong) for a two-view objective
   teacher_outputs: Callable  # (images, batch, teacher_variables) -> {'logits', ...} or None
   update: Callable  # (state, batch, images, teacher_outputs, hparams) -> (state, metrics)
   teacher_in_step: bool
