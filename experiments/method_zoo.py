@@ -356,8 +356,8 @@ def _published(pair: tuple, column: str) -> str:
 
 def body(stages: common.Stages, preset: dict) -> str:
   pairs = preset['pairs']
-  methods = chosen_methods(METHODS_FLAG.value if flags.FLAGS.is_parsed() else
-                           preset.get('methods', ()))
+  methods = chosen_methods((METHODS_FLAG.value if flags.FLAGS.is_parsed() else None)
+                           or preset.get('methods', ()))
   teachers, alone, taught, report_rows = {}, {}, {}, []
   for teacher, student in pairs:
     if teacher not in teachers:

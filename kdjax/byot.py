@@ -22,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import config as config_lib
 from kdjax import losses
-from kdjax import objectives
+from kdjax import objective_registry
 from kdjax.errors import ConfigError
+from kdjax.models import multi_exit
 
 ALPHA = 0.1
 TEMPERATURE = 3.0
@@ -77,12 +79,11 @@ def byot_loss(exit_logits, shallow_hints, deepest_hint, labels, *, alpha=ALPHA,
 
 
 def objective(*, alpha=ALPHA, temperature=TEMPERATURE, feature_weight=FEATURE_WEIGHT,
-              t_squared: bool = True, deepest_weight=1.0) -> objectives.Objective:
+              t_squared: bool = True, deepest_weight=1.0) -> objective_registry.Objective:
   """The train-step objective of a multi-exit model: `byot_loss` on its features.
 
   Metrics: the mean KL and feature terms and each exit's training accuracy.
   """
-  from kdjax.models import multi_exit  # pylint: disable=import-outside-toplevel
 
   def loss(student, teacher, labels, hparams, own_params):
     del teacher, hparams, own_params  # the network is its own teacher
@@ -102,11 +103,29 @@ def objective(*, alpha=ALPHA, temperature=TEMPERATURE, feature_weight=FEATURE_WE
       metrics[f'exit{stage}_accuracy'] = jnp.mean(jnp.argmax(exit_logits, -1) == labels)
     return jnp.mean(per_example), metrics
 
-  return objectives.Objective(name='byot', loss=loss, taps_features=True)
+  return objective_registry.Objective(name='byot', loss=loss, taps_features=True)
 
 
-@objectives.register('byot')
-def _from_config(config, *, swept_kind: bool = False) -> objectives.Objective:
+def check_config(c) -> None:
+  """Raises ConfigError for a BYOT run's fields: a multi-exit model, no teacher, `config.byot`."""
+  fail = config_lib.fail
+  if c.model.name != 'multi_exit':
+    fail('model.name', c.model.name, "must be 'multi_exit' with distill.objective='byot'")
+  if c.teacher.workdir:
+    fail('teacher.workdir', c.teacher.workdir,
+         "must be '' with distill.objective='byot' (the network is its own teacher)")
+  if not 0.0 <= c.byot.alpha <= 1.0:
+    fail('byot.alpha', c.byot.alpha, 'must be in [0, 1]')
+  config_lib.check_positive(c, 'byot.temperature')
+  for field in ('feature_weight', 'deepest_weight'):
+    if not c.byot[field] >= 0:
+      fail(f'byot.{field}', c.byot[field], 'must be >= 0')
+  if not isinstance(c.byot.t_squared, bool):
+    fail('byot.t_squared', c.byot.t_squared, 'must be True or False')
+
+
+@objective_registry.register('byot', validate=check_config)
+def _from_config(config, *, swept_kind: bool = False) -> objective_registry.Objective:
   del swept_kind
   b = config.byot
   return objective(alpha=float(b.alpha), temperature=float(b.temperature),

@@ -4,7 +4,8 @@ import sys
 
 from absl import flags
 
-from kdjax.errors import KDError
+from kdjax import caching
+from kdjax.errors import KDError, Preempted
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what schedulers expect of a terminated job
@@ -35,7 +36,6 @@ def join_job() -> None:
 
 def configure_cache() -> None:
   """Applies --cache_dir / --nocache (kdjax.caching) to this process."""
-  from kdjax import caching
   caching.configure((CACHE_DIR.value or caching.default_dir()) if CACHE.value else None)
 
 
@@ -74,7 +74,6 @@ def init_distributed(coordinator: str, num_processes: int | None,
 def run_guarded(fn, *args, **kwargs):
   """Calls fn; a user mistake becomes one line on stderr and exit status 2."""
   from absl import logging
-  from kdjax.train.loop import Preempted
   # Library INFO logs (orbax's per-save lines) would drown the progress lines.
   logging.set_verbosity(logging.WARNING)
   # TFDS warns about a dataset folder it cannot read before kdjax says, in one

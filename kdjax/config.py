@@ -1,9 +1,13 @@
-"""The config schema every run starts from, and its validation.
+"""The config schema every run starts from: plain data, and the checks that need no more.
 
 `default()` holds every field a run reads, with its default; files in
-`configs/` start from it and change a few fields. `validate()` checks a config
-before anything is loaded or written, and raises `ConfigError` with one line
-that names the field and what it accepts.
+`configs/` start from it and change a few fields. `check_fields()` checks the
+fields whose ranges the schema alone knows; the dataset, model, objective and
+method sections are checked by the registries that own them, and
+`kdjax.checks.validate()` runs every check before anything is loaded or
+written, raising `ConfigError` with one line that names the field and what it
+accepts. This module imports nothing of kdjax but its errors: the registries
+import it, never the other way.
 """
 
 import json
@@ -204,20 +208,22 @@ def default() -> ml_collections.ConfigDict:
   return c
 
 
-def _fail(field: str, value: Any, requirement: str):
+def fail(field: str, value: Any, requirement: str):
+  """Raises the one-line ConfigError every check gives: `config.FIELD=VALUE: requirement`."""
   raise ConfigError(f'config.{field}={value!r}: {requirement}')
 
 
-def _positive(c, field: str, integer: bool = False):
+def check_positive(c, field: str, integer: bool = False):
+  """Raises ConfigError unless the dotted `field` holds a finite number > 0 (whole if `integer`)."""
   value = c
   for part in field.split('.'):
     value = value[part]
   if isinstance(value, bool) or not isinstance(value, (int, float)):
-    _fail(field, value, 'must be a number')
+    fail(field, value, 'must be a number')
   if integer and int(value) != value:
-    _fail(field, value, 'must be a whole number')
+    fail(field, value, 'must be a whole number')
   if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
-    _fail(field, value, 'must be > 0')
+    fail(field, value, 'must be > 0')
 
 
 def alpha(c: ml_collections.ConfigDict) -> float:
@@ -234,186 +240,84 @@ def alpha(c: ml_collections.ConfigDict) -> float:
   return float(dw)
 
 
-def input_pipeline(c: ml_collections.ConfigDict) -> str:
-  """'device' or 'stream': the pipeline `config.input.pipeline` resolves to."""
-  from kdjax.data import catalog
-  if c.input.pipeline != 'auto':
-    return c.input.pipeline
-  return 'device' if catalog.get_info(c.dataset).fits_in_memory else 'stream'
+def check_fields(c: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError (one line, naming the field) for a field outside its range.
 
-
-def image_shape(c: ml_collections.ConfigDict) -> tuple[int, int, int]:
-  """(H, W, C) of the images the model sees: the catalog's, or `config.input.image_size`."""
-  from kdjax.data import catalog
-  info = catalog.get_info(c.dataset)
-  size = c.input.image_size
-  if not size:  # validate() requires a size where the stored ones vary
-    return tuple(info.image_shape)
-  channels = info.image_shape[2] if info.image_shape else len(info.mean)
-  return (size, size, channels)
-
-
-def _validate_input(c: ml_collections.ConfigDict) -> None:
-  from kdjax.data import catalog
-  if c.input.pipeline not in PIPELINES:
-    _fail('input.pipeline', c.input.pipeline, "must be 'auto', 'device' or 'stream'")
-  size = c.input.image_size
-  if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-    _fail('input.image_size', size, 'must be a whole number >= 0 (0 = as stored)')
-  _positive(c, 'input.shuffle_buffer', integer=True)
-  _positive(c, 'input.prefetch', integer=True)
-  info = catalog.get_info(c.dataset)
-  if input_pipeline(c) == 'device':
-    if not info.fits_in_memory:
-      _fail('input.pipeline', c.input.pipeline,
-            f"{c.dataset} does not fit in memory; use 'stream' or 'auto'")
-    if size and (size, size) != tuple(info.image_shape[:2]):
-      _fail('input.image_size', size,
-            f"resizing needs input.pipeline='stream' ({c.dataset} is "
-            f'{info.image_shape[0]}x{info.image_shape[1]})')
-    return
-  if info.image_shape is None and not size:
-    _fail('input.image_size', size, f'{c.dataset} images vary in size: give a size (e.g. 224)')
-  for field in ('omit_classes', 'keep_classes'):
-    if len(c[field]):
-      _fail(field, tuple(c[field]), "class filters need input.pipeline='device' "
-            '(a streamed split cannot be counted without reading it)')
-  if c.train_examples:
-    _fail('train_examples', c.train_examples, "a subset needs input.pipeline='device'")
-  if c.teacher.cache is True:
-    _fail('teacher.cache', True, "cached teacher logits need input.pipeline='device'")
-
-
-def validate(c: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError (one line, naming the field) for a config that cannot run."""
-  from kdjax import losses, models
-  from kdjax.data import catalog
-
-  if c.dataset not in catalog.DATASETS:
-    _fail('dataset', c.dataset, f'unknown; known: {", ".join(sorted(catalog.DATASETS))}')
-  if 'name' not in c.model or c.model.name not in models.names():
-    _fail('model.name', c.model.get('name'), f'unknown; known: {", ".join(models.names())}')
+  These are the checks that need nothing but the config; the dataset, model,
+  objective and method sections are checked by their registries, and
+  `kdjax.checks.validate` runs them all.
+  """
   for field in ('batch_size', 'num_epochs', 'eval_every', 'eval_batch_size',
                 'checkpoint_every', 'keep_checkpoints', 'log_every_epochs'):
-    _positive(c, field, integer=True)
-  _positive(c, 'optimizer.learning_rate')
+    check_positive(c, field, integer=True)
+  check_positive(c, 'optimizer.learning_rate')
   if not 0.0 <= c.validation_fraction < 1.0:
-    _fail('validation_fraction', c.validation_fraction, 'must be in [0, 1)')
+    fail('validation_fraction', c.validation_fraction, 'must be in [0, 1)')
   if c.optimizer.name not in OPTIMIZERS:
-    _fail('optimizer.name', c.optimizer.name, f'unknown; known: {", ".join(OPTIMIZERS)}')
+    fail('optimizer.name', c.optimizer.name, f'unknown; known: {", ".join(OPTIMIZERS)}')
   if c.schedule.name not in SCHEDULES:
-    _fail('schedule.name', c.schedule.name, f'unknown; known: {", ".join(SCHEDULES)}')
+    fail('schedule.name', c.schedule.name, f'unknown; known: {", ".join(SCHEDULES)}')
   for field in ('weight_decay', 'max_norm', 'grad_clip_norm'):
     if c.optimizer[field] < 0:
-      _fail(f'optimizer.{field}', c.optimizer[field], 'must be >= 0')
+      fail(f'optimizer.{field}', c.optimizer[field], 'must be >= 0')
   if c.optimizer.name == 'dot':
     _validate_dot(c)
   if c.schedule.name == 'exponential' and not 0 < c.schedule.decay_rate <= 1:
-    _fail('schedule.decay_rate', c.schedule.decay_rate, 'must be in (0, 1]')
+    fail('schedule.decay_rate', c.schedule.decay_rate, 'must be in (0, 1]')
   if c.augment.max_shift < 0:
-    _fail('augment.max_shift', c.augment.max_shift, 'must be >= 0')
-  shape = catalog.get_info(c.dataset).image_shape
-  if c.augment.flip and shape is not None and shape[-1] == 1 and not c.augment.allow_flip:
-    _fail('augment.flip', True, f'{c.dataset} is grayscale (digits or clothes), where a mirror '
-          'image is not the same class; set augment.allow_flip=True if it is meant')
+    fail('augment.max_shift', c.augment.max_shift, 'must be >= 0')
   if isinstance(c.train_examples, bool) or not isinstance(c.train_examples, int) or (
       c.train_examples < 0):
-    _fail('train_examples', c.train_examples, 'must be a whole number >= 0 (0 = all)')
-  _validate_input(c)
+    fail('train_examples', c.train_examples, 'must be a whole number >= 0 (0 = all)')
   if set(c.omit_classes) and set(c.keep_classes):
-    _fail('keep_classes', c.keep_classes, 'cannot be combined with omit_classes')
+    fail('keep_classes', c.keep_classes, 'cannot be combined with omit_classes')
   if c.teacher.cache not in TEACHER_CACHE:
-    _fail('teacher.cache', c.teacher.cache, "must be 'auto', True or False")
+    fail('teacher.cache', c.teacher.cache, "must be 'auto', True or False")
   if c.teacher.cache is True and (c.augment.max_shift > 0 or c.augment.flip):
-    _fail('teacher.cache', True, 'cached teacher logits are of un-augmented images while the '
-          "student sees augmented ones; use teacher.cache='auto' (the teacher runs in the step)")
-  from kdjax import objectives
-  if c.distill.objective not in objectives.names():
-    _fail('distill.objective', c.distill.objective,
-          f'unknown; known: {", ".join(objectives.names())}')
-  _positive(c, 'train_temperature')
-  if c.train_temperature != 1.0 and c.distill.objective != 'defensive':
-    _fail('train_temperature', c.train_temperature,
-          "trains the softmax at a temperature only with distill.objective='defensive'")
+    fail('teacher.cache', True, 'cached teacher logits are of un-augmented images while the '
+         "student sees augmented ones; use teacher.cache='auto' (the teacher runs in the step)")
   if not isinstance(c.distill.standardize, bool):
-    _fail('distill.standardize', c.distill.standardize, 'must be True or False')
-  if c.teacher.workdir:
-    _positive(c, 'distill.temperature')
-    if c.distill.kind not in losses.SOFT_LOSS_KINDS:
-      _fail('distill.kind', c.distill.kind,
-            f'unknown; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
-    weight = alpha(c)
-    if not 0.0 <= weight <= 1.0:
-      _fail('distill.alpha', weight, 'must be in [0, 1]')
+    fail('distill.standardize', c.distill.standardize, 'must be True or False')
   for value in c.sweep.temperature:
     if not value > 0:
-      _fail('sweep.temperature', tuple(c.sweep.temperature), 'every temperature must be > 0')
+      fail('sweep.temperature', tuple(c.sweep.temperature), 'every temperature must be > 0')
   for value in c.sweep.alpha:
     if not 0 <= value <= 1:
-      _fail('sweep.alpha', tuple(c.sweep.alpha), 'every alpha must be in [0, 1]')
+      fail('sweep.alpha', tuple(c.sweep.alpha), 'every alpha must be in [0, 1]')
   for value in c.sweep.learning_rate:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-      _fail('sweep.learning_rate', tuple(c.sweep.learning_rate),
-            'every learning rate must be a number > 0')
+      fail('sweep.learning_rate', tuple(c.sweep.learning_rate),
+           'every learning rate must be a number > 0')
   for value in c.sweep.method_weight:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-      _fail('sweep.method_weight', tuple(c.sweep.method_weight),
-            'every method weight must be a number >= 0')
+      fail('sweep.method_weight', tuple(c.sweep.method_weight),
+           'every method weight must be a number >= 0')
   if len(c.sweep.method_weight) and not c.method.name:
-    _fail('sweep.method_weight', tuple(c.sweep.method_weight), 'needs config.method.name')
-  for value in c.sweep.kind:
-    if value not in losses.SOFT_LOSS_KINDS:
-      _fail('sweep.kind', tuple(c.sweep.kind),
-            f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
-  from kdjax.methods import registry as method_registry
-  method_registry.check_config(c)
-  _validate_byot(c)
+    fail('sweep.method_weight', tuple(c.sweep.method_weight), 'needs config.method.name')
   if c.summary_writer not in SUMMARY_WRITERS:
-    _fail('summary_writer', c.summary_writer, f'unknown; known: {", ".join(SUMMARY_WRITERS)}')
+    fail('summary_writer', c.summary_writer, f'unknown; known: {", ".join(SUMMARY_WRITERS)}')
   if c.sweep.mode not in ('auto', 'vmap', 'loop'):
-    _fail('sweep.mode', c.sweep.mode, "must be 'auto', 'vmap' or 'loop'")
-  if (len(c.sweep.seed) > 1 and c.sweep.couple_data_seed and input_pipeline(c) == 'stream'):
-    if sweep_mode(c) == 'vmap':
-      _fail('sweep.couple_data_seed', True, 'a vectorised sweep over streamed input shares one '
-            "data order; set sweep.couple_data_seed=False or sweep.mode='loop'")
+    fail('sweep.mode', c.sweep.mode, "must be 'auto', 'vmap' or 'loop'")
   for axis in SWEEP_AXES:
     if len(set(c.sweep[axis])) != len(c.sweep[axis]):
-      _fail(f'sweep.{axis}', tuple(c.sweep[axis]), 'values must not repeat')
+      fail(f'sweep.{axis}', tuple(c.sweep[axis]), 'values must not repeat')
   if not c.teacher.workdir and any(len(c.sweep[k]) for k in ('temperature', 'alpha', 'kind')):
-    _fail('sweep', 'temperature/alpha/kind',
-          'sweeping distillation settings needs teacher.workdir')
+    fail('sweep', 'temperature/alpha/kind',
+         'sweeping distillation settings needs teacher.workdir')
 
 
 def _validate_dot(c: ml_collections.ConfigDict) -> None:
   o = c.optimizer
   if not c.teacher.workdir:
-    _fail('optimizer.name', 'dot', 'DOT splits the task and distillation gradients; it needs '
-          'a teacher (config.teacher.workdir)')
+    fail('optimizer.name', 'dot', 'DOT splits the task and distillation gradients; it needs '
+         'a teacher (config.teacher.workdir)')
   bound = min(o.momentum, 1 - o.momentum)  # both momenta, μ ∓ Δ, in [0, 1)
   if not 0 <= o.dot_delta < bound:
-    _fail('optimizer.dot_delta', o.dot_delta,
-          f'must be in [0, {bound:g}) with optimizer.momentum={o.momentum}')
+    fail('optimizer.dot_delta', o.dot_delta,
+         f'must be in [0, {bound:g}) with optimizer.momentum={o.momentum}')
   for field in ('nesterov', 'grad_clip_norm'):
     if o[field]:
-      _fail(f'optimizer.{field}', o[field], "is not part of optimizer.name='dot'")
-
-
-def _validate_byot(c: ml_collections.ConfigDict) -> None:
-  if c.distill.objective != 'byot':
-    return
-  if c.model.name != 'multi_exit':
-    _fail('model.name', c.model.name, "must be 'multi_exit' with distill.objective='byot'")
-  if c.teacher.workdir:
-    _fail('teacher.workdir', c.teacher.workdir,
-          "must be '' with distill.objective='byot' (the network is its own teacher)")
-  if not 0.0 <= c.byot.alpha <= 1.0:
-    _fail('byot.alpha', c.byot.alpha, 'must be in [0, 1]')
-  _positive(c, 'byot.temperature')
-  for field in ('feature_weight', 'deepest_weight'):
-    if not c.byot[field] >= 0:
-      _fail(f'byot.{field}', c.byot[field], 'must be >= 0')
-  if not isinstance(c.byot.t_squared, bool):
-    _fail('byot.t_squared', c.byot.t_squared, 'must be True or False')
+      fail(f'optimizer.{field}', o[field], "is not part of optimizer.name='dot'")
 
 
 def sweep_mode(c: ml_collections.ConfigDict) -> str:

@@ -1,4 +1,5 @@
-"""Errors that stand for a user mistake: the command line prints them as one line."""
+"""Errors that stand for a user mistake (the command line prints them as one line),
+and the preemption a run stops at."""
 
 
 class KDError(Exception):
@@ -23,3 +24,7 @@ class WorkdirError(KDError):
 
 class NonFiniteLossError(KDError):
   """The training loss became NaN or Inf."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""

@@ -28,10 +28,21 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from kdjax import attacks
+from kdjax import data as data_lib
+from kdjax import models
 from kdjax import report
 from kdjax.errors import KDError
+from kdjax.train import checkpoint
+from kdjax.train import feed
+from kdjax.train import results as results_lib
+from kdjax.train import step
+from kdjax.train import teacher
+from kdjax.train import workdir as workdir_lib
 
 EVALUATION_FILE = 'evaluation.json'
 
@@ -40,18 +51,15 @@ class _Run:
   """A finished run's model, final variables and dataset description, for evaluation."""
 
   def __init__(self, workdir: str, data_dir: str | None):
-    from kdjax.train import teacher  # pylint: disable=import-outside-toplevel
     self.workdir = os.path.abspath(workdir)
     teacher.check_workdir(self.workdir)  # before TensorFlow loads: a mistake is answered at once
-    from kdjax import models  # pylint: disable=import-outside-toplevel
-    from kdjax.data import catalog, stream  # pylint: disable=import-outside-toplevel
-    from kdjax.train import checkpoint  # pylint: disable=import-outside-toplevel
     self.config, self.results = teacher.read_run(self.workdir)
     teacher.refuse_sweep(self.results, self.workdir, '--workdir')
     self.data_dir = data_dir
-    self.dataset = catalog.get_info(self.config.dataset)
-    self.info = stream.describe(self.config.dataset, data_dir=data_dir,
-                                image_size=self.config.input.image_size)
+    self.dataset = data_lib.catalog.get_info(self.config.dataset)
+    # kdjax.data.stream, the first use of which imports TensorFlow.
+    self.info = data_lib.stream.describe(self.config.dataset, data_dir=data_dir,
+                                         image_size=self.config.input.image_size)
     self.model = models.from_config(self.config.model, num_classes=self.info.num_classes)
     self.variables = checkpoint.restore_variables(self.workdir,
                                                   self.results['final_checkpoint_epoch'])
@@ -63,10 +71,9 @@ class _Run:
 
   def batches(self, tfds_split: str, batch_size: int):
     """(uint8 images, labels) of `tfds_split`, `batch_size` at a time (the last one short)."""
-    from kdjax.data import stream  # pylint: disable=import-outside-toplevel
     try:
-      for batch, valid in stream.eval_batches(self.info, tfds_split, data_dir=self.data_dir,
-                                              batch_size=batch_size):
+      for batch, valid in data_lib.stream.eval_batches(
+          self.info, tfds_split, data_dir=self.data_dir, batch_size=batch_size):
         yield batch['images'][:valid], batch['labels'][:valid]
     except ValueError as e:  # TFDS's word for a split that does not exist
       raise KDError(f'--split={tfds_split!r}: {str(e).strip().splitlines()[0]}') from None
@@ -80,7 +87,6 @@ class _Run:
 
 
 def _check_sizes(examples: int, batch_size: int) -> None:
-  import jax  # pylint: disable=import-outside-toplevel
   if examples < 0 or batch_size < 1 or batch_size % jax.device_count():
     raise KDError(f'--examples={examples} must be >= 0 and --batch_size={batch_size} a '
                   f'positive multiple of the {jax.device_count()} device(s)')
@@ -96,9 +102,6 @@ def evaluate_run(workdir: str, *, split: str | None = None, examples: int = 0,
   """
   _check_sizes(examples, batch_size)
   run = _Run(workdir, data_dir)
-  from kdjax.train import feed, step  # pylint: disable=import-outside-toplevel
-  from kdjax.train import results as results_lib  # pylint: disable=import-outside-toplevel
-  from kdjax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   split, tfds_split = run.split(split, examples)
   mesh = step.data_mesh()
   variables = feed.replicated(mesh, run.variables)
@@ -132,7 +135,6 @@ def evaluate_run(workdir: str, *, split: str | None = None, examples: int = 0,
 
 
 def _is_writer() -> bool:
-  import jax  # pylint: disable=import-outside-toplevel
   return jax.process_index() == 0
 
 
@@ -153,9 +155,6 @@ def attack_run(workdir: str, *, attack: str, eps: float, split: str | None = Non
   if not eps > 0 and attack not in ('cw_l2', 'jsma'):
     raise KDError(f'--eps={eps} must be > 0')
   run = _Run(workdir, data_dir)
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from kdjax import attacks  # pylint: disable=import-outside-toplevel
   split, tfds_split = run.split(split, examples)
   logits_fn = attacks.model_logits_fn(run.model, run.variables, run.info.mean, run.info.std)
   method = attack_fn(attack, run.info.num_classes)
@@ -198,7 +197,6 @@ def attack_fn(name: str, num_classes: int):
   JSMA is targeted, at a class other than the label drawn with `key`
   (Papernot et al.'s success: the target is reached).
   """
-  from kdjax import attacks  # pylint: disable=import-outside-toplevel
 
   def jsma(f, x, y, key, eps, **options):
     del eps

@@ -33,80 +33,45 @@ Adding a distillation method means writing one function and registering it:
 and setting `config.distill.objective = 'my_method'`. The loop never changes.
 """
 
-import dataclasses
-from typing import Any, Callable
-
 import jax
 import jax.numpy as jnp
 
+from kdjax import byot  # noqa: F401  (registers 'byot')
+from kdjax import config as config_lib
 from kdjax import losses
-from kdjax.errors import ConfigError
-
-# The metrics key under which a loss returns its objective's new non-gradient state.
-STATE = 'objective_state'
-# The metrics key under which a loss returns its task (label) term, weighted as in the
-# loss; the rest of the loss is distillation. The step takes it out; an optimizer that
-# trains the two with separate momenta (DOT, `kdjax.train.optim.dot`) gets their gradients.
-TASK = 'task_loss'
-
-# (student outputs, teacher outputs or None, labels, hparams, own params) -> (loss, metrics)
-LossFn = Callable[[dict, dict | None, jax.Array, dict, Any], tuple[jax.Array, dict]]
+from kdjax import methods
+from kdjax import objective_registry
+from kdjax.objective_registry import LossFn  # noqa: F401
+from kdjax.objective_registry import Objective
+from kdjax.objective_registry import STATE
+from kdjax.objective_registry import TASK  # noqa: F401
+from kdjax.objective_registry import names  # noqa: F401
+from kdjax.objective_registry import register
 
 
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """A train step's loss, with the trainable parts it owns (if any).
-
-  Attributes:
-    name: how results and progress lines call it.
-    loss: the pure loss function (see `LossFn`).
-    init: `init(rng) -> params` for parameters of the objective's own, trained
-      beside the student's; None for a parameter-free objective.
-  """
-  name: str
-  loss: LossFn
-  init: Callable[[jax.Array], Any] | None = None
-  # Whether `loss` reads the networks' intermediate features, under
-  # outputs['features'] (the step then asks the models for them).
-  taps_features: bool = False
-  # `init_with(rng, student_outputs, teacher_outputs) -> (params, state)`, for parts
-  # whose shapes follow the networks' (outputs as ShapeDtypeStruct trees; the teacher's
-  # None where its logits are cached); overrides `init`.
-  init_with: Callable | None = None
-  # Whether the state is indexed by example (CRD's memory banks): the step needs
-  # the batch's example indices, and the members of a sweep cannot share batches' state.
-  per_example: bool = False
-  # None: the loss sees one augmented view of the batch. An int: the step also
-  # augments the batch a second time (translation by up to this many pixels, the run's
-  # flip, a key of its own), runs the student (train mode) and the teacher on it too, and
-  # the loss finds those logits under outputs['strong_logits'] of both (MLKD).
-  strong_shift: int | None = None
-
-  def init_params(self, rng: jax.Array):
-    return {} if self.init is None else self.init(rng)
-
-  def init_parts(self, rng: jax.Array, student=None, teacher=None) -> tuple[Any, Any]:
-    """(trainable params, non-gradient state) of the objective's own."""
-    if self.init_with is not None:
-      return self.init_with(rng, student, teacher)
-    return self.init_params(rng), {}
-
-
-_REGISTRY: dict[str, Callable[..., Objective]] = {}
-
-
-def register(name: str):
-  """Decorator: makes `factory(config) -> Objective` available as `config.distill.objective`."""
-
-  def add(factory):
-    _REGISTRY[name] = factory
-    return factory
-
-  return add
-
-
-def names() -> tuple[str, ...]:
-  return tuple(sorted(_REGISTRY))
+def check_config(config) -> None:
+  """Raises ConfigError (one line, naming the field) for `config.distill` and the
+  objective's own fields: a known objective, the temperatures, the soft loss
+  kinds, the soft-term weight; then the objective's validator (`register`)."""
+  c, fail = config, config_lib.fail
+  objective_registry.get(c.distill.objective)
+  config_lib.check_positive(c, 'train_temperature')
+  if c.train_temperature != 1.0 and c.distill.objective != 'defensive':
+    fail('train_temperature', c.train_temperature,
+         "trains the softmax at a temperature only with distill.objective='defensive'")
+  if c.teacher.workdir:
+    config_lib.check_positive(c, 'distill.temperature')
+    if c.distill.kind not in losses.SOFT_LOSS_KINDS:
+      fail('distill.kind', c.distill.kind,
+           f'unknown; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
+    weight = config_lib.alpha(c)
+    if not 0.0 <= weight <= 1.0:
+      fail('distill.alpha', weight, 'must be in [0, 1]')
+  for value in c.sweep.kind:
+    if value not in losses.SOFT_LOSS_KINDS:
+      fail('sweep.kind', tuple(c.sweep.kind),
+           f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
+  objective_registry.check_config(c)
 
 
 def from_config(config, *, swept_kind: bool = False, steps_per_epoch: int = 1,
@@ -118,10 +83,7 @@ def from_config(config, *, swept_kind: bool = False, steps_per_epoch: int = 1,
   training example, by example index) is what a method with per-example
   state (CRD) samples its negatives from.
   """
-  name = config.distill.objective
-  if name not in _REGISTRY:
-    raise ConfigError(f'config.distill.objective={name!r}: unknown; known: {", ".join(names())}')
-  objective = _REGISTRY[name](config, swept_kind=swept_kind)
+  objective = objective_registry.get(config.distill.objective)(config, swept_kind=swept_kind)
   if config.method.name:
     objective = with_method(objective, config, steps_per_epoch, train_labels=train_labels)
   return objective
@@ -137,7 +99,6 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
   its state; during its init stage (the first `method.init_epochs` epochs)
   the loss is the method's init loss alone, as RepDistiller's pre-training.
   """
-  from kdjax import methods  # pylint: disable=import-outside-toplevel
   method = methods.get(config.method.name)
   options = methods.registry.options(config)
   weight = methods.registry.weight(config)
@@ -311,7 +272,3 @@ def defensive(train_temperature: float) -> Objective:
 def _defensive_from_config(config, *, swept_kind: bool = False) -> Objective:
   del swept_kind
   return defensive(float(config.train_temperature))
-
-
-# Objectives defined in their own modules register on import.
-from kdjax import byot  # noqa: E402,F401

@@ -36,9 +36,19 @@ import shutil
 import sys
 import tempfile
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
+from kdjax import config as config_lib
+from kdjax import data as data_lib
+from kdjax import models
+from kdjax import report
 from kdjax.errors import ConfigError, KDError, WorkdirError
+from kdjax.train import checkpoint as checkpoint_lib
+from kdjax.train import teacher
+from kdjax.train import workdir as workdir_lib
 
 # torchvision architectures kdjax's registry builds exactly (same layers, same
 # parameter counts) with stem='imagenet'.
@@ -155,14 +165,12 @@ def to_torchvision(tensor: np.ndarray) -> np.ndarray:
 
 def _leaves(variables: dict):
   """(collection, path, value) for every array of a variables dict."""
-  import jax  # pylint: disable=import-outside-toplevel
   for collection, tree in variables.items():
     for keys, value in jax.tree_util.tree_flatten_with_path(tree)[0]:
       yield collection, tuple(k.key for k in keys), value
 
 
 def build_model(arch: str, num_classes: int):
-  from kdjax import models  # pylint: disable=import-outside-toplevel
   if arch not in ARCHITECTURES:
     raise ConfigError(f'--arch={arch!r}: kdjax imports {", ".join(ARCHITECTURES)}')
   return models.create(arch, num_classes=num_classes, stem='imagenet')
@@ -175,8 +183,6 @@ def variables_from_torchvision(arch: str, tensors: dict[str, np.ndarray]) -> dic
     KDError: a tensor is missing, left over, or of the wrong shape; the
       message names the first and counts the rest.
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   if 'fc.weight' not in tensors:
     raise KDError(f'the state_dict has no fc.weight: not a torchvision {arch}')
   num_classes = int(tensors['fc.weight'].shape[0])
@@ -224,17 +230,12 @@ def import_torchvision(*, arch: str, state_dict: str, workdir: str,
   Returns:
     The run's results.json contents.
   """
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from kdjax import data, models, report  # pylint: disable=import-outside-toplevel
-  from kdjax.train import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
-  from kdjax.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   workdir = os.path.abspath(workdir)
   if os.path.exists(workdir) and (not os.path.isdir(workdir) or os.listdir(workdir)):
     raise WorkdirError(f'--workdir={workdir} already exists; choose a new directory')
   if arch not in ARCHITECTURES:
     raise ConfigError(f'--arch={arch!r}: kdjax imports {", ".join(ARCHITECTURES)}')
-  info = data.catalog.get_info(dataset)
+  info = data_lib.catalog.get_info(dataset)
   variables = variables_from_torchvision(arch, read_state_dict(state_dict))
   num_classes = variables['params']['head']['kernel'].shape[1]
   if num_classes != info.num_classes:
@@ -283,8 +284,6 @@ def import_torchvision(*, arch: str, state_dict: str, workdir: str,
 
 def export(workdir: str, out: str) -> int:
   """Writes a finished ImageNet-stem ResNet run's variables under torchvision names."""
-  from kdjax.train import checkpoint as checkpoint_lib  # pylint: disable=import-outside-toplevel
-  from kdjax.train import teacher  # pylint: disable=import-outside-toplevel
   teacher.check_workdir(workdir)
   _, results = teacher.read_run(workdir)
   teacher.refuse_sweep(results, workdir, '--workdir')

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kdjax import attacks, data, models
+from kdjax import checks
 from kdjax import config as config_lib
 from kdjax.train import checkpoint, loop
 
@@ -243,6 +244,6 @@ def test_defensive_objective_by_hand():
   config = config_lib.default()
   config.train_temperature = 10.0
   with pytest.raises(ConfigError, match="only with distill.objective='defensive'"):
-    config_lib.validate(config)
+    checks.validate(config)
   config.distill.objective = 'defensive'
-  config_lib.validate(config)
+  checks.validate(config)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import byot, config as config_lib, models
+from kdjax import byot, checks, config as config_lib, models
 from kdjax.errors import ConfigError
 from kdjax.models import flops as flops_lib
 from kdjax.models import multi_exit
@@ -148,11 +148,11 @@ def test_bad_exits_and_bad_bases_fail_in_one_line():
   c = config_lib.default()
   c.distill.objective = 'byot'
   with pytest.raises(ConfigError, match="model.name='mlp'"):
-    config_lib.validate(c)
+    checks.validate(c)
   c.model = c.model.__class__({'name': 'multi_exit', 'base': 'resnet8'})
   c.byot.alpha = 1.5
   with pytest.raises(ConfigError, match='byot.alpha'):
-    config_lib.validate(c)
+    checks.validate(c)
 
 
 def test_anytime_thresholds_pick_the_first_and_the_last_exit():
@@ -218,7 +218,7 @@ def test_every_preset_builds_valid_configs(name):
   plain = setup.config(preset['base'])
   with_exits = config_lib.override(setup.config('multi_exit'), {'distill.objective': 'byot'})
   for c in (plain, with_exits):
-    config_lib.validate(c)
+    checks.validate(c)
     assert c.validation_fraction == 0.1 and c.dataset == preset['dataset']
   assert with_exits.model.base == preset['base']
   assert tuple(with_exits.model.exits) == tuple(preset['exits'])

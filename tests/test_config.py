@@ -2,6 +2,7 @@
 
 import pytest
 
+from kdjax import checks
 from kdjax import config as config_lib
 from kdjax.errors import ConfigError
 
@@ -40,14 +41,14 @@ def test_no_sweep_means_no_members():
 def test_bad_sweeps_are_refused_by_name(axis, values, fragment):
   c = _distill_config(**{axis: values})
   with pytest.raises(ConfigError, match=fragment.replace('.', r'\.')):
-    config_lib.validate(c)
+    checks.validate(c)
 
 
 def test_distillation_sweeps_need_a_teacher():
   c = config_lib.default()
   c.sweep.kind = ('kl', 'cosine')
   with pytest.raises(ConfigError, match='needs teacher.workdir'):
-    config_lib.validate(c)
+    checks.validate(c)
 
 
 def test_saved_config_round_trips_with_the_model_options_it_had():
@@ -73,6 +74,6 @@ def test_flips_of_grayscale_digits_need_allow_flip():
   c = config_lib.default()
   c.augment.flip = True
   with pytest.raises(ConfigError, match=r'config\.augment\.flip=True: mnist'):
-    config_lib.validate(c)
+    checks.validate(c)
   c.augment.allow_flip = True
-  config_lib.validate(c)
+  checks.validate(c)

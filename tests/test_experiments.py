@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 
 from experiments import common
-from kdjax import config as config_lib
+from kdjax import checks
 from kdjax import models
 
 LAUNCHERS = ('cifar_kd', 'reversed_kd', 'self_kd', 'heterogeneous_kd', 'soft_loss_study')
@@ -38,7 +38,7 @@ def test_every_preset_builds_valid_configs_for_its_models(launcher):
     setup, _ = common.make_setup(preset)
     for model_name in _preset_models(preset):
       c = setup.config(model_name)
-      config_lib.validate(c)
+      checks.validate(c)
       # A held-out split, the same for every run; no mirror images of grayscale digits.
       assert c.validation_fraction == preset.get('validation_fraction', 0.1) > 0
       assert c.validation_seed == common.VALIDATION_SEED

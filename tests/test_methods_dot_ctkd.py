@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from kdjax import checks
 from kdjax import config as config_lib
 from kdjax import losses, methods, models, objectives
 from kdjax.errors import ConfigError
@@ -175,7 +176,7 @@ def _valid(**changes):
 
 
 def test_dot_configs_are_refused_in_one_line():
-  config_lib.validate(_valid())
+  checks.validate(_valid())
   for changes, message in [
       ({'teacher.workdir': ''}, "config.optimizer.name='dot': DOT splits"),
       ({'optimizer.dot_delta': 0.1}, 'config.optimizer.dot_delta=0.1: must be in [0, 0.1)'),
@@ -185,7 +186,7 @@ def test_dot_configs_are_refused_in_one_line():
       ({'optimizer.nesterov': True}, 'config.optimizer.nesterov=True'),
       ({'optimizer.grad_clip_norm': 1.0}, 'config.optimizer.grad_clip_norm=1.0')]:
     with pytest.raises(ConfigError) as error:
-      config_lib.validate(_valid(**changes))
+      checks.validate(_valid(**changes))
     assert str(error.value).startswith(message) and '\n' not in str(error.value), changes
 
 
@@ -340,7 +341,7 @@ def test_dot_with_ctkd_in_a_vectorised_sweep_equals_each_member_alone():
 def test_ctkd_configs_are_refused_in_one_line():
   config = config_lib.default()
   config.teacher.workdir, config.method.name = '/some/teacher', 'ctkd'
-  config_lib.validate(config)
+  checks.validate(config)
   for changes, message in [
       ({'distill.alpha': 0.0}, "config.method.name='ctkd' learns the temperature"),
       ({'sweep.temperature': (2.0, 4.0)}, 'config.sweep.temperature=(2.0, 4.0)'),
@@ -350,7 +351,7 @@ def test_ctkd_configs_are_refused_in_one_line():
     changed = config_lib.override(config_lib.from_json_dict(config_lib.to_json_dict(config)),
                                   changes)
     with pytest.raises(ConfigError) as error:
-      config_lib.validate(changed)
+      checks.validate(changed)
     assert str(error.value).startswith(message) and '\n' not in str(error.value), changes
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from kdjax import checks
 from kdjax import config as config_lib
 from kdjax import losses, methods, models, objectives
 from kdjax.errors import ConfigError
@@ -282,4 +283,4 @@ def test_distill_standardize_reaches_dkd_and_is_validated():
   loose = config_lib.ml_collections.ConfigDict(config.to_dict(), type_safe=False)
   loose.method.name, loose.distill.standardize = '', 'yes'
   with pytest.raises(ConfigError, match="config.distill.standardize='yes'"):
-    config_lib.validate(loose)
+    checks.validate(loose)

@@ -177,21 +177,34 @@ def test_every_pair_of_the_standard_table_pairs_up():
 
 
 def test_wrn_and_mobilenet_pre_activations():
-  model = models.create('wrn_16_2', num_classes=10)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))  # small: compiles faster
-  variables = model.init(jax.random.PRNGKey(1), x, train=False)
-  _, features = model.apply(variables, x, train=False, return_features=True)
+
+  def features_of(name):
+    """One compiled program: init, then the features (op by op, init alone took a minute)."""
+    model = models.create(name, num_classes=10)
+
+    def init_and_apply(images):
+      variables = model.init(jax.random.PRNGKey(1), images, train=False)
+      return model.apply(variables, images, train=False, return_features=True)[1]
+    return init_and_apply
+
+  features = jax.jit(features_of('wrn_16_2'))(x)
   # The last group's pre-activation is the final BatchNorm's output: its ReLU is 'final'.
   np.testing.assert_allclose(np.asarray(jax.nn.relu(features['stage3_preact'])),
                              np.asarray(features['final']), rtol=1e-6)
   for k in (1, 2, 3):
     assert features[f'stage{k}_preact'].shape == features[f'stage{k}'].shape
     assert float(jnp.min(features[f'stage{k}_preact'])) < 0  # before a ReLU
-  model = models.create('mobilenetv2', num_classes=10)
-  variables = model.init(jax.random.PRNGKey(1), x, train=False)
-  _, features = model.apply(variables, x, train=False, return_features=True)
-  for k in (1, 2, 3, 4):
-    assert features[f'stage{k}_preact'] is features[f'stage{k}']
+  # MobileNetV2's linear bottlenecks: each pre-activation is the stage's map itself (the
+  # same traced value).
+  same = []
+
+  def same_maps(images):
+    traced = features_of('mobilenetv2')(images)
+    same.extend(traced[f'stage{k}_preact'] is traced[f'stage{k}'] for k in (1, 2, 3, 4))
+    return traced
+  jax.eval_shape(same_maps, x)
+  assert same == [True] * 4
 
 
 def test_unequal_stage_counts_are_refused_in_one_line():

@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from kdjax import checks
 from kdjax import config as config_lib
 from kdjax import methods, models, objectives
 from kdjax.errors import ConfigError
@@ -230,7 +231,7 @@ def test_a_vectorised_sweep_over_the_method_weight(pair):
   config = config_lib.default()
   config.method.name, config.distill.alpha = 'fitnet', 0.0
   config.teacher.workdir, config.sweep.method_weight, config.sweep.mode = '/t', (0.0, 100.0), 'vmap'
-  config_lib.validate(config)
+  checks.validate(config)
   from kdjax.train import sweep as sweep_lib
   members = sweep_lib.Members.of(config)
   objective = objectives.from_config(config, steps_per_epoch=2)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from kdjax import checks
 from kdjax import config as config_lib
 from kdjax import data, models
 from kdjax.data import stream
@@ -142,14 +143,14 @@ def test_imagenet_streams_under_mock_data_with_a_teacher_in_the_step(tmp_path):
 ])
 def test_streamed_input_config_errors(fields, message):
   with pytest.raises(ConfigError, match=message):
-    config_lib.validate(_config(**fields))
+    checks.validate(_config(**fields))
 
 
 def test_imagenet_config_runs_its_recipe_under_mock_data(tmp_path):
   """configs/imagenet_resnet.py as shipped, with the network and sizes shrunk."""
   from configs import imagenet_resnet
   config = imagenet_resnet.get_config()
-  config_lib.validate(config)
+  checks.validate(config)
   assert config.model.name == 'resnet50' and config.optimizer.learning_rate == 0.4
   config.model = {'name': 'cifar_resnet', 'blocks': (1, 1), 'widths': (8, 8, 16),
                   'stem': 'imagenet', 'dtype': 'bfloat16'}
@@ -170,7 +171,7 @@ def test_every_config_file_validates():
                  if p.stem != '__init__')
   assert 'imagenet_resnet' in names and len(names) >= 6
   for name in names:
-    config_lib.validate(importlib.import_module(f'configs.{name}').get_config())
+    checks.validate(importlib.import_module(f'configs.{name}').get_config())
 
 
 def test_a_missing_streamed_dataset_is_one_line(tmp_path):

@@ -9,6 +9,7 @@ build the dataset from a local copy without internet access.
 import dataclasses
 from typing import Mapping
 
+from kdjax import config as config_lib
 from kdjax.errors import DataError
 
 
@@ -131,3 +132,74 @@ def get_info(name: str) -> DatasetInfo:
     raise DataError(
         f'unknown dataset {name!r}; known datasets: {", ".join(DATASETS)}')
   return DATASETS[name]
+
+
+def input_pipeline(config) -> str:
+  """'device' or 'stream': the pipeline `config.input.pipeline` resolves to."""
+  if config.input.pipeline != 'auto':
+    return config.input.pipeline
+  return 'device' if get_info(config.dataset).fits_in_memory else 'stream'
+
+
+def image_shape(config) -> tuple[int, int, int]:
+  """(H, W, C) of the images the model sees: the catalog's, or `config.input.image_size`."""
+  info = get_info(config.dataset)
+  size = config.input.image_size
+  if not size:  # check_config requires a size where the stored ones vary
+    return tuple(info.image_shape)
+  channels = info.image_shape[2] if info.image_shape else len(info.mean)
+  return (size, size, channels)
+
+
+def check_config(config) -> None:
+  """Raises ConfigError (one line, naming the field) for the config's dataset and input.
+
+  The dataset must be in the catalog; flips of grayscale images need
+  `augment.allow_flip`; `config.input` must suit the dataset (held on the
+  devices only where it fits in memory, a size where stored sizes vary), and
+  what a streamed split cannot do (class filters, subsets, cached teacher
+  logits, a vectorised seed sweep with its own data orders) is refused.
+  """
+  c, fail = config, config_lib.fail
+  if c.dataset not in DATASETS:
+    fail('dataset', c.dataset, f'unknown; known: {", ".join(sorted(DATASETS))}')
+  info = get_info(c.dataset)
+  shape = info.image_shape
+  if c.augment.flip and shape is not None and shape[-1] == 1 and not c.augment.allow_flip:
+    fail('augment.flip', True, f'{c.dataset} is grayscale (digits or clothes), where a mirror '
+         'image is not the same class; set augment.allow_flip=True if it is meant')
+  _check_input(c, info)
+  if (len(c.sweep.seed) > 1 and c.sweep.couple_data_seed and input_pipeline(c) == 'stream'):
+    if config_lib.sweep_mode(c) == 'vmap':
+      fail('sweep.couple_data_seed', True, 'a vectorised sweep over streamed input shares one '
+           "data order; set sweep.couple_data_seed=False or sweep.mode='loop'")
+
+
+def _check_input(c, info: DatasetInfo) -> None:
+  fail = config_lib.fail
+  if c.input.pipeline not in config_lib.PIPELINES:
+    fail('input.pipeline', c.input.pipeline, "must be 'auto', 'device' or 'stream'")
+  size = c.input.image_size
+  if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    fail('input.image_size', size, 'must be a whole number >= 0 (0 = as stored)')
+  config_lib.check_positive(c, 'input.shuffle_buffer', integer=True)
+  config_lib.check_positive(c, 'input.prefetch', integer=True)
+  if input_pipeline(c) == 'device':
+    if not info.fits_in_memory:
+      fail('input.pipeline', c.input.pipeline,
+           f"{c.dataset} does not fit in memory; use 'stream' or 'auto'")
+    if size and (size, size) != tuple(info.image_shape[:2]):
+      fail('input.image_size', size,
+           f"resizing needs input.pipeline='stream' ({c.dataset} is "
+           f'{info.image_shape[0]}x{info.image_shape[1]})')
+    return
+  if info.image_shape is None and not size:
+    fail('input.image_size', size, f'{c.dataset} images vary in size: give a size (e.g. 224)')
+  for field in ('omit_classes', 'keep_classes'):
+    if len(c[field]):
+      fail(field, tuple(c[field]), "class filters need input.pipeline='device' "
+           '(a streamed split cannot be counted without reading it)')
+  if c.train_examples:
+    fail('train_examples', c.train_examples, "a subset needs input.pipeline='device'")
+  if c.teacher.cache is True:
+    fail('teacher.cache', True, "cached teacher logits need input.pipeline='device'")

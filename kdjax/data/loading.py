@@ -20,6 +20,7 @@ import tempfile
 import numpy as np
 
 from kdjax import caching
+from kdjax.data import _tensorflow
 from kdjax.data import catalog
 from kdjax.errors import ConfigError, DataError
 
@@ -192,7 +193,6 @@ def _decode_split(name: str, split: str, data_dir: str) -> Split:
 
 def _tfds():
   """tensorflow_datasets, with TensorFlow imported quietly first."""
-  from kdjax.data import _tensorflow  # pylint: disable=import-outside-toplevel
   _tensorflow.load()
   import tensorflow_datasets  # pylint: disable=import-outside-toplevel
   return tensorflow_datasets

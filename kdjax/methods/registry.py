@@ -14,15 +14,21 @@ feature dicts (`return_features=True`):
 """
 
 import dataclasses
-import re
 from typing import Callable
 
 import jax.numpy as jnp
 
+from kdjax import config as config_lib
+from kdjax.data import catalog
 from kdjax.errors import ConfigError
+from kdjax.methods import ctkd
 from kdjax.methods import features as features_lib
 from kdjax.methods import logits as logits_lib
+from kdjax.methods import mlkd
 from kdjax.methods import relations
+from kdjax.methods import review  # noqa: F401  (registers 'reviewkd' in trained.TRAINED)
+from kdjax.methods import trained
+from kdjax.methods.taps import embedding, stage_features, stage_keys  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,40 +47,6 @@ class Method:
     """The loss between two networks' outputs ({'logits', 'features'} dicts)."""
     pick = (lambda o: o['features']) if self.taps_features else (lambda o: o)
     return self.loss(pick(student), pick(teacher), labels, options, epoch)
-
-
-def stage_keys(features: dict) -> list[str]:
-  """The keys of the intermediate maps a method pairs, in order (the references'
-  feat[1:-1]).
-
-  Networks with a stem ('stem': ResNets, WRNs, MobileNetV2, ShuffleNets) give
-  every stage; networks without one (VGGs, the small CNNs) every stage after
-  the first, which plays the stem's part; MLPs their hidden layers.
-  """
-  def numbered(prefix):
-    keys = [k for k in features if re.fullmatch(rf'{prefix}\d+', k)]
-    return sorted(keys, key=lambda k: int(k[len(prefix):]))
-  stages = numbered('stage')
-  if not stages:
-    return numbered('hidden_')
-  return stages if 'stem' in features else stages[1:]
-
-
-def stage_features(features: dict) -> list:
-  """The maps of `stage_keys`, in order."""
-  return [features[k] for k in stage_keys(features)]
-
-
-def embedding(features: dict):
-  """The penultimate vector: 'pooled', else the last hidden layer, else the last stage flattened."""
-  if 'pooled' in features:
-    return features['pooled']
-  hidden = sorted((k for k in features if re.fullmatch(r'hidden_\d+', k)),
-                  key=lambda k: int(k.split('_')[1]))
-  if hidden:
-    return features[hidden[-1]]
-  last = stage_features(features)[-1]
-  return last.reshape(last.shape[0], -1)
 
 
 def _pairs(name, student, teacher):
@@ -152,11 +124,6 @@ METHODS = {m.name: m for m in (
 
 def get(name: str):
   """The method `name`: a `Method`, or a `kdjax.methods.trained.TrainedMethod`."""
-  # pylint: disable=import-outside-toplevel
-  from kdjax.methods import ctkd
-  from kdjax.methods import mlkd
-  from kdjax.methods import review  # noqa: F401  (registers 'reviewkd' in trained.TRAINED)
-  from kdjax.methods import trained
   known = {**METHODS, **trained.TRAINED, ctkd.METHOD.name: ctkd.METHOD,
            mlkd.METHOD.name: mlkd.METHOD}
   if name not in known:
@@ -192,7 +159,7 @@ def strong_view(config) -> bool:
 
 
 def check_config(config) -> None:
-  """Raises ConfigError for a `config.method` that cannot run (called by config.validate)."""
+  """Raises ConfigError for a `config.method` that cannot run (called by kdjax.checks.validate)."""
   if not config.method.name:
     return
   get(config.method.name)
@@ -222,8 +189,7 @@ def check_config(config) -> None:
     raise ConfigError(f'config.method.init_epochs={epochs} leaves no main training in '
                       f'config.num_epochs={config.num_epochs} (the init stage is counted in it)')
   if getattr(method, 'per_example', False):
-    from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel
-    if config_lib.input_pipeline(config) != 'device':
+    if catalog.input_pipeline(config) != 'device':
       raise ConfigError(f"config.method.name={config.method.name!r} keeps a memory bank per "
                         "training example, which streamed input cannot index; use "
                         "input.pipeline='device'")
@@ -233,7 +199,6 @@ def check_config(config) -> None:
 
 
 def _check_ctkd(config) -> None:
-  from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel
   if not config_lib.alpha(config) > 0:
     raise ConfigError("config.method.name='ctkd' learns the temperature of the soft term: "
                       'it needs config.distill.alpha > 0')
@@ -252,7 +217,6 @@ def _check_ctkd(config) -> None:
 
 
 def _check_mlkd(config) -> None:
-  from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel
   if config_lib.alpha(config) > 0 or len(config.sweep.alpha):
     raise ConfigError("config.method.name='mlkd' carries its own KD terms (at "
                       'method.mlkd_temperature and mlkd_temperatures); set distill.alpha=0')

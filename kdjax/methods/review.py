@@ -23,7 +23,7 @@ import numpy as np
 
 from kdjax.errors import ConfigError
 from kdjax.methods import features as features_lib
-from kdjax.methods import registry
+from kdjax.methods import taps as taps_lib
 from kdjax.methods import trained
 from kdjax.models import layers
 
@@ -115,13 +115,13 @@ def _review_maps(student: dict, teacher: dict, options: dict):
   if options['reviewkd_student_preact']:
     s = trained._preacts('reviewkd', student, 'student')
   else:
-    s = trained._maps('reviewkd', registry.stage_features(student), 'student')
+    s = trained._maps('reviewkd', taps_lib.stage_features(student), 'student')
   t = trained._preacts('reviewkd', teacher, 'teacher')
   if len(s) != len(t):
     raise ConfigError(f"config.method.name='reviewkd' pairs stage by stage: the student has "
                       f'{len(s)} stages, the teacher {len(t)}')
-  return (s + [_as_map(registry.embedding(student))],
-          t + [_as_map(registry.embedding(teacher))])
+  return (s + [_as_map(taps_lib.embedding(student))],
+          t + [_as_map(taps_lib.embedding(teacher))])
 
 
 def _module(student_maps, teacher_maps, options) -> ReviewFusion:

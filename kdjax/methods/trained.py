@@ -34,7 +34,7 @@ import numpy as np
 
 from kdjax.errors import ConfigError
 from kdjax.methods import features as features_lib
-from kdjax.methods import registry
+from kdjax.methods import taps as taps_lib
 from kdjax.models import layers
 
 # The larger map average-pooled to the smaller's size, as RepDistiller pairs maps.
@@ -195,8 +195,8 @@ def _crd_init(rng, student, teacher, context):
   dim = int(options['crd_feat_dim'])
   rngs = jax.random.split(rng, 4)
   embed = _Embed(dim)
-  params = {'embed_student': embed.init(rngs[0], _zeros(registry.embedding(student)))['params'],
-            'embed_teacher': embed.init(rngs[1], _zeros(registry.embedding(teacher)))['params']}
+  params = {'embed_student': embed.init(rngs[0], _zeros(taps_lib.embedding(student)))['params'],
+            'embed_teacher': embed.init(rngs[1], _zeros(taps_lib.embedding(teacher)))['params']}
   bound = 1.0 / np.sqrt(dim / 3.0)
   state = {'memory_student': jax.random.uniform(rngs[2], (n, dim), minval=-bound, maxval=bound),
            'memory_teacher': jax.random.uniform(rngs[3], (n, dim), minval=-bound, maxval=bound),
@@ -273,8 +273,8 @@ def _crd_loss(student, teacher, labels, run, context):
     raise ConfigError("config.method.name='crd' needs the batches' example indices "
                       "(input.pipeline='device')")
   embed = _Embed(int(options['crd_feat_dim']))
-  v_student = embed.apply({'params': run.params['embed_student']}, registry.embedding(student))
-  v_teacher = embed.apply({'params': run.params['embed_teacher']}, registry.embedding(teacher))
+  v_student = embed.apply({'params': run.params['embed_student']}, taps_lib.embedding(student))
+  v_teacher = embed.apply({'params': run.params['embed_teacher']}, taps_lib.embedding(teacher))
   n = state['memory_student'].shape[0]
   contrast = jnp.concatenate(
       [index[:, None], crd_negatives(run.rng, labels, context.train_labels,
@@ -315,8 +315,8 @@ class _VIDRegressor(nn.Module):
 
 
 def _vid_pairs(student, teacher):
-  s = _maps('vid', registry.stage_features(student), 'student')
-  t = _maps('vid', registry.stage_features(teacher), 'teacher')
+  s = _maps('vid', taps_lib.stage_features(student), 'student')
+  t = _maps('vid', taps_lib.stage_features(teacher), 'teacher')
   return [_same_spatial_size(a, b) for a, b in zip(s, t)]
 
 
@@ -345,9 +345,9 @@ def _vid_loss(student, teacher, labels, run, context):
 def _cc_init(rng, student, teacher, context):
   embed = _Embed(int(context.options['cc_feat_dim']), normalize=False)
   return {'embed_student': embed.init(jax.random.fold_in(rng, 0),
-                                      _zeros(registry.embedding(student)))['params'],
+                                      _zeros(taps_lib.embedding(student)))['params'],
           'embed_teacher': embed.init(jax.random.fold_in(rng, 1),
-                                      _zeros(registry.embedding(teacher)))['params']}, {}
+                                      _zeros(taps_lib.embedding(teacher)))['params']}, {}
 
 
 def cc_loss(student_embedding, teacher_embedding):
@@ -361,8 +361,8 @@ def cc_loss(student_embedding, teacher_embedding):
 def _cc_loss(student, teacher, labels, run, context):
   del labels
   embed = _Embed(int(context.options['cc_feat_dim']), normalize=False)
-  return cc_loss(embed.apply({'params': run.params['embed_student']}, registry.embedding(student)),
-                 embed.apply({'params': run.params['embed_teacher']}, registry.embedding(teacher))
+  return cc_loss(embed.apply({'params': run.params['embed_student']}, taps_lib.embedding(student)),
+                 embed.apply({'params': run.params['embed_teacher']}, taps_lib.embedding(teacher))
                  ), None, run.state
 
 
@@ -411,7 +411,7 @@ def _fsp_loss(student, teacher, labels, run, context):
 
 def _preacts(name: str, features: dict, who: str) -> list:
   """The stages' maps before their final ReLU, in `stage_features`' order."""
-  keys = registry.stage_keys(features)
+  keys = taps_lib.stage_keys(features)
   preacts = [features.get(f'{k}_preact') for k in keys]
   if not keys or any(p is None for p in preacts):
     raise ConfigError(f'config.method.name={name!r} needs the {who}\'s pre-activation '
@@ -517,8 +517,8 @@ class _Translator(nn.Module):
 
 
 def _ft_modules(student, teacher, options):
-  s = _maps('ft', registry.stage_features(student), 'student')[-1]
-  t = _maps('ft', registry.stage_features(teacher), 'teacher')[-1]
+  s = _maps('ft', taps_lib.stage_features(student), 'student')[-1]
+  t = _maps('ft', taps_lib.stage_features(teacher), 'teacher')[-1]
   k = float(options['ft_k'])
   return s, t, _Paraphraser(t.shape[-1], k), _Translator(s.shape[-1], int(t.shape[-1] * k))
 

@@ -5,7 +5,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models import compute_dtype, register
+from kdjax.errors import ConfigError
+from kdjax.models.registry import compute_dtype, register
 
 
 class MLP(nn.Module):
@@ -45,7 +46,6 @@ def mlp(*, num_classes: int, hidden=(800, 800), input_dropout=0.0,
   for rate_name, rate in (('input_dropout', input_dropout),
                           ('hidden_dropout', hidden_dropout)):
     if not 0.0 <= rate < 1.0:
-      from kdjax.errors import ConfigError
       raise ConfigError(f'model.{rate_name}={rate} must be in [0, 1)')
   return MLP(num_classes=num_classes, hidden=tuple(int(h) for h in hidden),
              input_dropout=float(input_dropout),

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import compute_dtype, register
+from kdjax.models.registry import compute_dtype, register
 from kdjax.models.layers import batch_norm, conv as _conv, pooled_head
 # (expansion, channels, blocks, stride) of the seven groups; t is the model's.
 _GROUPS = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2),

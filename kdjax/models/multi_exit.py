@@ -40,9 +40,10 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import register, resnet
+from kdjax.models import flops, resnet
 from kdjax.models.layers import Conv, CONV_INIT, batch_norm
 from kdjax.models.layers import conv as _conv
+from kdjax.models.registry import count_params, create, register
 
 
 class Attention(nn.Module):
@@ -147,8 +148,7 @@ def multi_exit(*, num_classes: int, base: str = 'resnet18', exits=(1, 2, 3),
   Raises:
     ConfigError: the base is not a ResNet or an exit is not before its last stage.
   """
-  from kdjax import models  # pylint: disable=import-outside-toplevel
-  backbone = models.create(base, num_classes=num_classes, **base_options)
+  backbone = create(base, num_classes=num_classes, **base_options)
   if not isinstance(backbone, resnet.ResNet):
     raise ConfigError(f'model.base={base!r} is not a ResNet; multi_exit wraps the ResNets')
   exits = tuple(int(s) for s in exits)
@@ -168,7 +168,6 @@ def exit_params(model: MultiExitResNet, params) -> list[int]:
 
   The deepest exit's is the base ResNet's count (stem, every stage, the head).
   """
-  from kdjax.models import count_params  # pylint: disable=import-outside-toplevel
   backbone = params['backbone']
   stem = count_params({k: v for k, v in backbone.items() if k.startswith('stem')})
 
@@ -188,7 +187,6 @@ def exit_flops(model: MultiExitResNet, variables, image_shape) -> list[float]:
   stages up to i and every shallow head on the way. The deepest's is the
   whole multi-exit network, heads included. A multiply-add counts 2.
   """
-  from kdjax.models import flops  # pylint: disable=import-outside-toplevel
   out = []
   for index in range(len(model.exits) + 1):
     def forward(variables, images, index=index):

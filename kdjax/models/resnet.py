@@ -62,7 +62,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import compute_dtype, register
+from kdjax.models.registry import compute_dtype, register
 
 from kdjax.models.layers import BATCH_NORM as _BATCH_NORM
 from kdjax.models.layers import conv as _conv

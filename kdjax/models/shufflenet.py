@@ -20,7 +20,7 @@ and 'logits'.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models import compute_dtype, register
+from kdjax.models.registry import compute_dtype, register
 from kdjax.models.layers import batch_norm as _norm, conv as _conv, pooled_head
 
 

@@ -32,7 +32,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import compute_dtype, layers, register
+from kdjax.models import layers
+from kdjax.models.registry import compute_dtype, register
 
 
 class SmallCNN(nn.Module):

@@ -29,7 +29,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models import compute_dtype, layers, register
+from kdjax.models import layers
+from kdjax.models.registry import compute_dtype, register
 
 _BATCH_NORM = dict(momentum=0.9, epsilon=1e-5)
 

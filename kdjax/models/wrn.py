@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.errors import ConfigError
-from kdjax.models import compute_dtype, register
+from kdjax.models.registry import compute_dtype, register
 from kdjax.models.layers import batch_norm, conv as _conv, pooled_head
 
 

@@ -38,8 +38,7 @@ def replicated(mesh: Mesh, tree):
 
 def build(config, mesh: Mesh):
   """The dataset (held or described) and the feed `config.input.pipeline` asks for."""
-  from kdjax import config as config_lib
-  if config_lib.input_pipeline(config) == 'device':
+  if data_lib.catalog.input_pipeline(config) == 'device':
     dataset = data_lib.load(config.dataset, data_dir=config.data_dir or None,
                             validation_fraction=config.validation_fraction,
                             validation_seed=config.validation_seed)

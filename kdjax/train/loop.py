@@ -21,11 +21,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from kdjax import byot
 from kdjax import caching
 from kdjax import config as config_lib
 from kdjax import models
+from kdjax import report
+from kdjax.models import flops
 from kdjax.models import multi_exit
-from kdjax.errors import NonFiniteLossError, KDError
+from kdjax.errors import NonFiniteLossError, KDError, Preempted
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import feed as feed_lib
 from kdjax import objectives as objective_lib
@@ -41,10 +44,6 @@ from kdjax.train import workdir as workdir_lib
 CONFIG_FILE = workdir_lib.CONFIG_FILE
 RESULTS_FILE = workdir_lib.RESULTS_FILE
 say = progress_lib.say
-
-
-class Preempted(Exception):
-  """SIGTERM arrived; a checkpoint was saved and the run can be resumed."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -152,7 +151,6 @@ def compile_programs(run: Run) -> None:
       run.train_step, num_members=run.members.axis_size, state=run.state,
       teacher_variables=teacher_variables, hparams=run.hparams, data_rng=run.data_rng,
       member_orders=run.members.own_data_orders, input_groups=run.members.input_groups)
-  from kdjax.models import flops
   one = run.members.take(run.state, 0)
   run.timing['flops_per_example'] = flops.forward_flops_per_example(
       run.model, {'params': one.params, **one.model_state}, run.dataset.image_shape)
@@ -331,7 +329,6 @@ def evaluate_exits(run: Run, state) -> tuple[list[dict], list[dict]]:
   it; per member: {'exit_evaluation': kdjax.byot.evaluate_exits of the
   validation and test splits}).
   """
-  from kdjax import byot  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   model = run.model
   one = run.members.take(state, 0)
@@ -390,7 +387,6 @@ def train_in_turn(config, workdir: str, members: sweep_lib.Members) -> dict:
   results = dict(facts, members=rows, config=config_lib.to_json_dict(config), sweep_mode='loop',
                  train_seconds=float(sum(seconds)), **sweep_lib.summary(rows))
   if jax.process_index() == 0:
-    from kdjax import report
     report.plot_member_curves(histories, os.path.join(workdir, 'curves.png'),
                               title=f'{config.model.name} on {config.dataset}')
     report.write_json(os.path.join(workdir, RESULTS_FILE), results)
@@ -404,4 +400,3 @@ _SHARED_FACTS = ('dataset', 'model', 'params', 'image_shape', 'num_classes',
                  'validation', 'input_pipeline', 'steps_per_epoch', 'epochs', 'objective',
                  'compile_seconds', 'flops_per_example', 'train_step_flops', 'devices',
                  'teacher', 'final_checkpoint_epoch', 'exits')
-

@@ -3,7 +3,7 @@
 `check(config)` makes every test a run can make up front and raises a
 `KDError` whose message is one line naming the field and what it accepts:
 
-  schema         `config.validate` (types, ranges, known names)
+  schema         `kdjax.checks.validate` (types, ranges, known names)
   seeds          whole numbers in [0, 2³¹), for every member of a sweep
   optimizer      schedule warm-up and boundaries, momentum and Adam's betas
   teacher        a finished, compatible run (`kdjax.train.teacher.check`)
@@ -31,11 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from kdjax import checks
 from kdjax import config as config_lib
 from kdjax import data as data_lib
 from kdjax import models
 from kdjax.errors import ConfigError, DataError, KDError
 from kdjax.train import optim
+from kdjax.train import teacher as teacher_lib
 
 # Seeds become int32 JAX keys (`jnp.int32(seed)`) and numpy Generators
 # (which refuse negative seeds).
@@ -61,15 +63,14 @@ def check(config: ml_collections.ConfigDict) -> None:
     DataError: the dataset is not prepared in the data directory.
     WorkdirError: the teacher's workdir is missing, unfinished or damaged.
   """
-  config_lib.validate(config)
+  checks.validate(config)
   _check_seeds(config)
   _check_optimizer(config)
   if config.teacher.workdir:
-    from kdjax.train import teacher as teacher_lib
     teacher_lib.check(config)
   # The model and the augmentation need only the image shape the catalog
   # knows, so their mistakes are found before the dataset is read.
-  image_shape = config_lib.image_shape(config)
+  image_shape = data_lib.catalog.image_shape(config)
   _check_augment(config, image_shape)
   _check_model(config, image_shape)
   _check_batch_sizes(config, _training_set(config))
@@ -101,7 +102,7 @@ def _check_seeds(config) -> None:
 
 
 def _check_optimizer(config) -> None:
-  """Ranges `config.validate` leaves open and optax would accept silently."""
+  """Ranges `kdjax.checks.validate` leaves open and optax would accept silently."""
   schedule, optimizer = config.schedule, config.optimizer
   if isinstance(schedule.warmup_epochs, bool) or not isinstance(
       schedule.warmup_epochs, (int, float)) or schedule.warmup_epochs < 0:
@@ -133,7 +134,7 @@ def _training_set(config) -> _TrainingSet:
   """Reads (or describes, when streamed) the dataset and counts the training examples."""
   # The directory is looked at only once TFDS has not found the data in it:
   # `tfds.testing.mock_data` serves datasets from directories that do not exist.
-  if config_lib.input_pipeline(config) == 'stream':
+  if data_lib.catalog.input_pipeline(config) == 'stream':
     try:
       info = data_lib.stream.describe(config.dataset, data_dir=config.data_dir or None,
                                       image_size=config.input.image_size,
@@ -190,7 +191,7 @@ def _check_batch_sizes(config, training_set: _TrainingSet) -> None:
       raise ConfigError(f'config.{field}={config[field]} is not divisible by the '
                         f'{devices} devices; use a multiple of {devices}')
   processes = jax.process_count()
-  if config_lib.input_pipeline(config) == 'stream':
+  if data_lib.catalog.input_pipeline(config) == 'stream':
     # Each process reads its own share of the split.
     steps = (training_set.num_examples // processes) // (config.batch_size // processes)
   else:

@@ -71,9 +71,8 @@ def _method(config) -> dict | None:
   """The distillation method beside the objective, with its weight and options."""
   if not config.method.name:
     return None
-  from kdjax.methods import registry  # pylint: disable=import-outside-toplevel
-  return {'name': config.method.name, 'weight': registry.weight(config),
-          **registry.options(config)}
+  return {'name': config.method.name, 'weight': methods_registry.weight(config),
+          **methods_registry.options(config)}
 
 
 def member_results(facts: dict, member_config, records: list[dict], final: dict, m: int,

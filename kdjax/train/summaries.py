@@ -13,6 +13,8 @@ import socket
 import struct
 import time
 
+from kdjax.data import _tensorflow
+
 _FILE_VERSION = 'brain.Event:2'
 
 
@@ -95,7 +97,6 @@ def open_writer(kind: str, logdir: str, *, process_index: int):
   if kind == 'clu':
     # clu's writer imports TensorFlow; loaded quietly first so that nothing
     # but kdjax's own lines reach stderr.
-    from kdjax.data import _tensorflow  # pylint: disable=import-outside-toplevel
     _tensorflow.load()
     from clu import metric_writers  # pylint: disable=import-outside-toplevel
     return metric_writers.create_default_writer(logdir)

@@ -18,6 +18,7 @@ import numpy as np
 
 from kdjax import config as config_lib
 from kdjax import losses
+from kdjax.methods import registry as methods_registry
 from kdjax.train import step as step_lib
 
 
@@ -125,9 +126,8 @@ class Members:
       hparams['lr_scale'] = np.array(
           [r['learning_rate'] / config.optimizer.learning_rate for r in rows], np.float32)
     if len(config.sweep.method_weight):
-      from kdjax.methods import registry  # pylint: disable=import-outside-toplevel
       hparams['method_weight'] = np.array(
-          [registry.weight(config_lib.member_config(config, r))
+          [methods_registry.weight(config_lib.member_config(config, r))
            for r in rows], np.float32)
     if len(config.sweep.kind):
       hparams['kind'] = np.array([losses.SOFT_LOSS_KINDS.index(r['kind']) for r in rows],

@@ -15,7 +15,7 @@ import ml_collections
 
 from kdjax import config as config_lib
 from kdjax import data as data_lib
-from kdjax import models, report
+from kdjax import methods, models, report
 from kdjax.errors import ConfigError, WorkdirError
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import feed as feed_lib
@@ -79,7 +79,7 @@ def check(config: ml_collections.ConfigDict) -> None:
         f'config.teacher.workdir={workdir}: the teacher has {teacher_info.num_classes} classes '
         f'({teacher_dataset}) but config.dataset={config.dataset!r} has '
         f'{student_info.num_classes}')
-  student_shape = config_lib.image_shape(config)
+  student_shape = data_lib.catalog.image_shape(config)
   teacher_shape = results.get('image_shape')
   if teacher_shape is not None and student_shape is not None and (
       tuple(teacher_shape) != tuple(student_shape)):
@@ -103,7 +103,6 @@ def _check_method(config, teacher_config, num_classes: int, shape: tuple) -> Non
   compare (an MLP for attention maps, unequal stage counts) is refused here."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from kdjax import methods  # pylint: disable=import-outside-toplevel
   method = methods.get(config.method.name)
   images = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
 
@@ -199,9 +198,8 @@ def attach(config, dataset, feed, mesh) -> Teacher | None:
   model, variables, results, teacher_dataset = load(config, dataset)
   augmented = config.augment.max_shift > 0 or config.augment.flip
   cache = config.teacher.cache
-  from kdjax.methods import registry  # pylint: disable=import-outside-toplevel
-  cached = (not augmented and feed.mode == 'device' and not registry.needs_features(config)
-            and not registry.strong_view(config)) if cache == 'auto' else bool(cache)
+  cached = (not augmented and feed.mode == 'device' and not methods.registry.needs_features(config)
+            and not methods.registry.strong_view(config)) if cache == 'auto' else bool(cache)
   variables = feed_lib.replicated(mesh, variables)
   if cached:
     predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
@@ -219,4 +217,3 @@ def in_step_model(teacher: Teacher | None):
 
 def variables_of(teacher: Teacher | None):
   return None if teacher is None else teacher.variables
-
