@@ -7,11 +7,23 @@ compiled once or twice, so compiling dominates and level 0 compiles several
 times faster (a `jax.random.normal`: 0.25 s against 2 s on a 2-core CPU).
 It changes how fast the code runs, not what it computes; two runs a test
 compares are compiled alike.
+
+For the same reason convolutions on the CPU are XLA's own in the tests
+($KDJAX_CPU_CONV=xla, also set by conftest.py unless set already): kdjax's
+default CPU convolution (`kdjax.models.layers.conv_general_dilated`, shifted
+slices and one matrix product) trains faster at full size but is a larger
+program, and the tests' tiny networks spend their time compiling (a narrowed
+ResNet's epoch program: 2.2 s against 3.8 s). The same values up to float
+rounding: tests/test_conv.py holds kdjax's convolution to XLA's (values and
+gradients, strides, groups, depthwise), and tests/test_method_steps.py trains
+every method's compiled step with kdjax's convolution (`patches_conv`).
 """
 
 import os
 
 XLA_FLAGS = '--xla_backend_optimization_level=0'
+# kdjax.models.layers.CPU_CONV_ENV and the value the tests give it.
+CPU_CONV_ENV, CPU_CONV = 'KDJAX_CPU_CONV', 'xla'
 
 
 def xla_flags(*extra: str) -> str:

@@ -33,6 +33,7 @@ def test_catalog_versions_are_the_ones_tfds_registers():
     assert str(tfds.builder(name).version) == info.version, name
 
 
+@pytest.mark.slow
 def test_a_decoded_split_is_read_back_without_tensorflow(mnist_data_dir, tmp_path):
   cache = str(tmp_path / 'cache')
   load = ('import sys, numpy as np; from kdjax import data; '
@@ -86,6 +87,7 @@ def _main(workdir: str, cache: str, *extra: str) -> subprocess.CompletedProcess:
                         env=dict(os.environ, KDJAX_CACHE_DIR=cache))
 
 
+@pytest.mark.slow
 def test_a_run_reuses_compiled_programs_and_never_imports_tensorflow(mnist_data_dir, tmp_path):
   cache = str(tmp_path / 'cache')
   first = _main(str(tmp_path / 'a'), cache)
@@ -105,6 +107,7 @@ def test_a_run_reuses_compiled_programs_and_never_imports_tensorflow(mnist_data_
   assert len(events) == 1
 
 
+@pytest.mark.slow
 def test_nocache_writes_no_cache(mnist_data_dir, tmp_path):
   cache = tmp_path / 'cache'
   _main(str(tmp_path / 'a'), str(cache), '--nocache')

@@ -47,6 +47,7 @@ def test_every_config_is_covered():
                           'mnist_student', 'mnist_teacher'}
 
 
+@pytest.mark.slow
 def test_mnist_configs_run_to_the_end(mnist_data_dir, tmp_path):
   runs = {}
   for name in ('mnist_teacher', 'mnist_student', 'mnist_distill'):

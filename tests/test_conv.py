@@ -21,7 +21,7 @@ CASES = {  # name: (input NHWC, kernel HWIO, strides, padding, groups)
 
 
 @pytest.mark.parametrize('case', CASES)
-def test_patches_conv_equals_lax_with_its_gradients(case):
+def test_patches_conv_equals_lax_with_its_gradients(case, patches_conv):
   lhs_shape, rhs_shape, strides, padding, groups = CASES[case]
   keys = jax.random.split(jax.random.PRNGKey(0), 3)
   x = jax.random.normal(keys[0], lhs_shape)
@@ -38,6 +38,9 @@ def test_patches_conv_equals_lax_with_its_gradients(case):
   # Arguments, not closed-over constants: XLA would fold the constants slowly.
   expected, expected_grads = jax.jit(lambda x, w: run(lax.conv_general_dilated, x, w))(x, w)
   got, got_grads = jax.jit(lambda x, w: run(layers.conv_general_dilated, x, w))(x, w)
+  # kdjax's convolution, not lax's (the tests' default is lax: tests/__init__.py).
+  assert 'conv_general_dilated' not in str(jax.make_jaxpr(
+      lambda x, w: run(layers.conv_general_dilated, x, w))(x, w))
   assert got.shape == expected.shape
   scale = float(jnp.abs(expected).max())
   np.testing.assert_allclose(got, expected, atol=1e-5 * scale)

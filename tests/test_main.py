@@ -80,6 +80,7 @@ def test_finished_run_is_not_redone(student_run):
   assert _snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_distilled_student_from_a_finished_teacher(student_run, mnist_data_dir, tmp_path):
   teacher_dir, _ = student_run
   out = _run(['--config=configs/mnist_distill.py', f'--workdir={tmp_path}',
@@ -187,6 +188,7 @@ def test_bad_input_gives_one_line_and_exit_2(override, expected, tmp_path):
   assert not os.path.exists(f'{tmp_path}/run')  # refused before the workdir was made
 
 
+@pytest.mark.slow
 def test_sweep_in_turn_matches_the_vectorised_sweep(mnist_data_dir, tmp_path):
   """sweep.mode='loop' trains the members one by one into the same layout."""
   from kdjax import config as config_lib

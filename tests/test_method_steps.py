@@ -25,7 +25,7 @@ def _batch(n=16):
 
 
 @pytest.mark.parametrize('name', sorted(methods.METHODS))
-def test_every_method_trains_the_student_in_one_compiled_step(name):
+def test_every_method_trains_the_student_in_one_compiled_step(name, patches_conv):
   student = models.create('simplenn', num_classes=10)
   teacher = models.create('lightnn', num_classes=10)
   teacher_variables = teacher.init(jax.random.PRNGKey(3), jnp.zeros((1, *SHAPE)), train=False)
@@ -79,6 +79,7 @@ def _config(model, data_dir, **changes):
   return config_lib.override(c, changes)
 
 
+@pytest.mark.slow
 def test_a_method_run_end_to_end_and_its_refusals(mnist_data_dir, tmp_path):
   teacher_dir = str(tmp_path / 'teacher')
   loop.train_and_evaluate(_config('lightnn', mnist_data_dir), teacher_dir)

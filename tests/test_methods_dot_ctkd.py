@@ -364,6 +364,7 @@ def _config(model, data_dir, **changes):
   return config_lib.override(c, changes)
 
 
+@pytest.mark.slow
 def test_dot_and_instance_ctkd_run_end_to_end(mnist_data_dir, tmp_path):
   teacher_dir = str(tmp_path / 'teacher')
   loop.train_and_evaluate(_config('lightnn', mnist_data_dir, num_epochs=1), teacher_dir)

@@ -63,6 +63,7 @@ _DISK_FULL = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(mnist_data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   args = [*SMALL, f'--workdir={workdir}', '--config.num_epochs=3',

@@ -62,6 +62,7 @@ def _assert_identical(a, b):
   np.testing.assert_array_equal(logits_a, logits_b)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(uninterrupted, mnist_data_dir, tmp_path):
   code, _, _ = _interrupt(str(tmp_path), mnist_data_dir, signal.SIGKILL)
   assert code == -signal.SIGKILL
@@ -73,6 +74,7 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted, mnist_data_dir, tmp
   _assert_identical(_final(str(tmp_path)), uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_cleanly_and_resumes(uninterrupted, mnist_data_dir, tmp_path):
   code, _, stderr = _interrupt(str(tmp_path), mnist_data_dir, signal.SIGTERM)
   assert code == 143, stderr[-3000:]

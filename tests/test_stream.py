@@ -101,6 +101,7 @@ def _config(**fields):
   return config_lib.override(config, fields)
 
 
+@pytest.mark.slow
 def test_streamed_mnist_run_learns(mnist_data_dir, tmp_path):
   config = _config(data_dir=mnist_data_dir, **{'input.pipeline': 'stream'}, batch_size=250,
                    num_epochs=1, eval_batch_size=2000)
@@ -113,6 +114,7 @@ def test_streamed_mnist_run_learns(mnist_data_dir, tmp_path):
   assert logits.shape == (10_000, 10)
 
 
+@pytest.mark.slow
 def test_imagenet_streams_under_mock_data_with_a_teacher_in_the_step(tmp_path):
   """The ImageNet path: images of varying sizes cropped to 16 × 16, a teacher in the step."""
   common = dict(dataset='imagenet2012', batch_size=8, eval_batch_size=8, num_epochs=2,
@@ -146,6 +148,7 @@ def test_streamed_input_config_errors(fields, message):
     checks.validate(_config(**fields))
 
 
+@pytest.mark.slow
 def test_imagenet_config_runs_its_recipe_under_mock_data(tmp_path):
   """configs/imagenet_resnet.py as shipped, with the network and sizes shrunk."""
   from configs import imagenet_resnet

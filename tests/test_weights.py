@@ -118,6 +118,7 @@ def _run(*args, cwd=ROOT):
   return subprocess.run([sys.executable, '-m', *args], capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_import_command_writes_a_teacher_run(tmp_path):
   torch, model = _torchvision_resnet('resnet18', seed=3)
   path = tmp_path / 'resnet18.pth'
