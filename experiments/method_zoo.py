@@ -13,7 +13,10 @@ published weight, RepDistiller's `-a 0 -b β`; Review KD at its authors' weight 
 the pair, else mdistiller's 1, with its 20-epoch warm-up; DKD with its own alpha,
 beta, T and warm-up), and
 `crd+kd` (RepDistiller's `-r 1 -a 1 -b 0.8`, here at half that scale with the
-same proportions: alpha 0.5, CRD weight 0.4). AB, FT and FSP start with
+same proportions: alpha 0.5, CRD weight 0.4), and the later logit methods at
+their authors' CIFAR-100 settings (see `METHODS`): `dist`, `ctkd`, `kd+dot` (KD
+trained by the DOT optimizer), `kd+ls`, `dkd+ls` (logit standardisation),
+`mlkd` and `mlkd+ls` (two augmented views per batch). AB, FT and FSP start with
 RepDistiller's init stage of method-only training (`config.method.init_epochs`:
 30 epochs before the preset's epochs for `repdistiller`, 1 for `cpu`; the
 learning-rate schedule is shifted by it); AB's and FSP's main training has no
@@ -51,7 +54,38 @@ from kdjax import report
 from kdjax.errors import ConfigError
 
 METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'fsp', 'nst',
-           'crd', 'crd+kd', 'reviewkd', 'dkd')
+           'crd', 'crd+kd', 'reviewkd', 'dkd', 'dist', 'ctkd', 'mlkd', 'kd+dot', 'kd+ls',
+           'dkd+ls', 'mlkd+ls')
+# What each method's stage sets, at its authors' CIFAR-100 settings (the KD, DKD and MLKD
+# weights as mdistiller's: CE 0.1 + KD 0.9 at T 4 is alpha 0.9):
+#   dist     CE 1 + DIST 2 at tau 4 (hunto/image_classification_sota,
+#            configs/strategies/distill/dist_cifar.yaml: `kd: dist_t4`, kd_loss_weight 2)
+#   ctkd     KD at alpha 0.9 with CTKD's learned temperature in (1, 21), its cosine
+#            curriculum over 10 epochs (zhengli97/CTKD's CIFAR script)
+#   kd+dot   KD (alpha 0.9, T 4) trained by DOT: momentum 0.9 -/+ delta 0.075, SGD 0.05
+#            (megvii-research/mdistiller, configs/cifar100/dot/res32x4_res8x4.yaml)
+#   kd+ls    KD of standardised logits at T 2 (sunshangquan/logit-standardization-KD's
+#            README: `--logit-stand --base-temp 2 --kd-weight 9`, i.e. CE 0.1 + KD 9; as
+#            kdjax's (1 - alpha) CE + alpha KD that is alpha 9 / 9.1 = 0.989, the whole
+#            loss at 1 / 9.1 of theirs)
+#   dkd+ls   DKD of standardised logits, its alpha and beta times 9 (9, 72) at T 2 (the
+#            same flags: their tools/train.py multiplies DKD.ALPHA and DKD.BETA by kd-weight)
+#   mlkd     CE 0.1 per view + MLKD 0.9, base T 4, SGD 0.025 on CIFAR-100
+#            (Jin-Ying/Multi-Level-Logit-Distillation, configs/cifar100/ours/res32x4_res8x4.yaml
+#            and mdistiller's KD defaults); the strong view is kdjax's (kdjax.methods.mlkd)
+#   mlkd+ls  MLKD with standardised logits in its KD terms, weight 9, base T 2 (the same flags)
+_STANDARDIZED = ('kd+ls', 'dkd+ls', 'mlkd+ls')
+# The method (config.method.name) each stage runs; '' for logit KD alone.
+METHOD_NAMES = {'kd': '', 'crd+kd': 'crd', 'kd+dot': '', 'kd+ls': '', 'dkd+ls': 'dkd',
+                'mlkd+ls': 'mlkd'}
+# The soft term's weight (distill.alpha) of each stage: 0 (cross-entropy + the method) where
+# not listed.
+ALPHAS = {'kd': 0.9, 'crd+kd': 0.5, 'ctkd': 0.9, 'kd+dot': 0.9, 'kd+ls': 0.989}
+
+
+def method_name(method: str) -> str:
+  """`config.method.name` of a zoo method's stage ('' for none)."""
+  return METHOD_NAMES.get(method, method)
 HOMOGENEOUS = (('wrn_40_2', 'wrn_16_2'), ('wrn_40_2', 'wrn_40_1'), ('resnet56', 'resnet20'),
                ('resnet110', 'resnet20'), ('resnet110', 'resnet32'),
                ('resnet32x4', 'resnet8x4'), ('vgg13', 'vgg8'))
@@ -106,11 +140,30 @@ _DKD = {('resnet56', 'resnet20'): 71.97, ('resnet110', 'resnet32'): 74.11,
         ('wrn_40_2', 'wrn_40_1'): 74.81, ('vgg13', 'vgg8'): 74.68,
         ('resnet32x4', 'shufflenetv1'): 76.45, ('wrn_40_2', 'shufflenetv1'): 76.70,
         ('vgg13', 'mobilenetv2'): 69.71, ('resnet50', 'mobilenetv2'): 70.35}
+# The later logit methods' CIFAR-100 accuracies, for the pairs of this table their authors'
+# READMEs list: DIST (hunto/DIST_KD, mean of their runs), KD+DOT (megvii-research/mdistiller),
+# CTKD, KD+LS, DKD+LS, MLKD and MLKD+LS (sunshangquan/logit-standardization-KD's README
+# tables).
+_LATER_COLUMNS = ('dist', 'ctkd', 'kd+dot', 'kd+ls', 'dkd+ls', 'mlkd', 'mlkd+ls')
+_LATER = {
+    ('resnet32x4', 'resnet8x4'): (76.31, 73.39, 75.12, 76.62, 77.01, 77.08, 78.28),
+    ('vgg13', 'vgg8'): (None, 73.52, 73.77, 74.36, 74.81, 75.18, 75.22),
+    ('wrn_40_2', 'wrn_40_1'): (74.43, 73.93, None, 74.37, 74.89, 75.35, 75.56),
+    ('wrn_40_2', 'wrn_16_2'): (None, 75.45, None, 76.11, 76.39, 76.63, 76.95),
+    ('resnet56', 'resnet20'): (71.75, 71.19, None, 71.43, 72.32, 72.19, 72.33),
+    ('resnet110', 'resnet32'): (None, 73.52, None, 74.17, 74.29, 74.11, 74.32),
+    ('resnet110', 'resnet20'): (None, 70.99, None, 71.48, 71.85, 71.89, 72.27),
+    ('resnet32x4', 'shufflenetv2'): (77.35, 75.37, 75.55, 75.56, 77.37, 78.44, 78.76),
+    ('resnet32x4', 'shufflenetv1'): (76.34, None, None, None, None, None, None),
+    ('vgg13', 'mobilenetv2'): (None, 68.50, None, 68.61, 69.98, 70.57, 70.94),
+    ('resnet50', 'mobilenetv2'): (68.66, 68.67, None, 69.02, 70.45, 71.04, 71.19),
+}
 REFERENCE = {pair: {**dict(zip(_COLUMNS, values)), **dict(zip(_MORE_COLUMNS, _MORE_ROWS[pair])),
-                    'dkd': _DKD.get(pair)}
+                    'dkd': _DKD.get(pair),
+                    **dict(zip(_LATER_COLUMNS, _LATER.get(pair, (None,) * 7)))}
              for pair, values in _REFERENCE_ROWS.items()}
 _REFERENCE_ORDER = ('teacher', 'alone', 'kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt',
-                    'ab', 'ft', 'fsp', 'nst', 'crd', 'dkd')
+                    'ab', 'ft', 'fsp', 'nst', 'crd', 'dkd', *_LATER_COLUMNS)
 # Review KD's weight per pair in its authors' CIFAR-100 script
 # (dvlab-research/ReviewKD, CIFAR-100/script/reviewKD.sh); other pairs: mdistiller's default 1.
 REVIEWKD_WEIGHTS = {('wrn_40_2', 'wrn_16_2'): 5.0, ('wrn_40_2', 'wrn_40_1'): 5.0,
@@ -137,6 +190,7 @@ PRESETS = {
                          model_options={m: _B for m in ('resnet20', 'resnet32', 'resnet56',
                                                         'resnet110')},
                          low_lr_students=_LOW_LR, init_epochs=30,
+                         mlkd_learning_rate=0.025,  # MLKD's authors' SOLVER.LR (batch 64)
                          # --quick: one pair (the VGGs, which tests narrow)
                          quick_pairs=(('vgg13', 'vgg8'),)),
     # Small ResNets of He's CIFAR layout with the ImageNet stem (a 7×7 stride-2 conv and a
@@ -146,6 +200,9 @@ PRESETS = {
     'cpu': dict(recipe='adam', dataset='fashion_mnist', epochs=4, seeds=3,
                 train_examples=5000, teacher_train_examples=0,
                 pairs=(('resnet20', 'resnet8'),), init_epochs=1,
+                # DOT replaces Adam by SGD with two momenta, at the authors' CIFAR rate; CTKD's
+                # curriculum over the first epoch (theirs: 10 of 240).
+                dot_learning_rate=0.05, ctkd_epochs=1.0,
                 model_options={'resnet20': {'stem': 'imagenet'}, 'resnet8': {'stem': 'imagenet'}},
                 quick_seeds=1),  # --quick: one run per stage
 }
@@ -166,6 +223,26 @@ def _method_changes(method: str, teacher: str, student: str, preset: dict,
   changes = _recipe_changes(student, preset)
   if method == 'kd':
     return changes, (4.0,), (0.9,)
+  alphas = (ALPHAS.get(method, 0.0),)
+  if method in _STANDARDIZED:
+    changes['distill.standardize'] = True
+  if method == 'kd+dot':  # DOT is SGD with two momenta: an SGD learning rate
+    changes.update({'optimizer.name': 'dot', 'optimizer.nesterov': False})
+    if 'optimizer.learning_rate' not in changes and 'dot_learning_rate' in preset:
+      changes['optimizer.learning_rate'] = preset['dot_learning_rate']
+    return changes, (4.0,), alphas
+  if method == 'kd+ls':
+    return changes, (2.0,), alphas
+  if method == 'dkd+ls':
+    changes.update({'method.dkd_alpha': 9.0, 'method.dkd_beta': 72.0,
+                    'method.dkd_temperature': 2.0})
+  if method == 'mlkd+ls':
+    changes.update({'method.weight': 9.0, 'method.mlkd_temperature': 2.0})
+  if (method_name(method) == 'mlkd' and 'optimizer.learning_rate' not in changes
+      and 'mlkd_learning_rate' in preset):
+    changes['optimizer.learning_rate'] = preset['mlkd_learning_rate']
+  if method == 'ctkd' and 'ctkd_epochs' in preset:
+    changes['method.ctkd_epochs'] = preset['ctkd_epochs']
   if method == 'reviewkd' and (teacher, student) in REVIEWKD_WEIGHTS:
     changes['method.weight'] = REVIEWKD_WEIGHTS[(teacher, student)]
   changes.update(preset.get('method_options', {}))
@@ -174,10 +251,10 @@ def _method_changes(method: str, teacher: str, student: str, preset: dict,
   if method == 'crd+kd':
     changes.update({'method.name': 'crd', 'method.weight': 0.4})
     return changes, (4.0,), (0.5,)
-  changes['method.name'] = method
+  changes['method.name'] = method_name(method)
   if method in _INIT_STAGE:
     changes.update(_init_stage(setup, preset, student))
-  return changes, (4.0,), (0.0,)
+  return changes, (4.0,), alphas
 
 
 def _init_stage(setup: common.Setup, preset: dict, student: str) -> dict:
@@ -195,13 +272,13 @@ def _init_stage(setup: common.Setup, preset: dict, student: str) -> dict:
 
 def _pairs_with(method: str, teacher: str, student: str, setup: common.Setup) -> bool:
   """Whether `method` can pair the two networks (traced abstractly, nothing runs)."""
-  if method == 'kd':
+  if not method_name(method):
     return True
   from kdjax.data import catalog  # pylint: disable=import-outside-toplevel
   from kdjax.train import teacher as teacher_lib  # pylint: disable=import-outside-toplevel
   info = catalog.get_info(setup.dataset)
   config, teacher_config = setup.config(student), setup.config(teacher)
-  config.method.name = 'crd' if method == 'crd+kd' else method
+  config.method.name = method_name(method)
   try:
     teacher_lib._check_method(  # pylint: disable=protected-access
         config, teacher_config, info.num_classes, tuple(info.image_shape))
@@ -212,13 +289,34 @@ def _pairs_with(method: str, teacher: str, student: str, setup: common.Setup) ->
 
 
 def _label(student: str, teacher: str, method: str, changes: dict) -> str:
+  """What the stage trained with, in words `tests/test_presets.py` reads back (T=, alpha=,
+  method=)."""
+  head = f'{student} from {teacher}:'
   if method == 'kd':
-    return f'{student} from {teacher}: kd, T=4, alpha=0.9'
+    return f'{head} kd, T=4, alpha=0.9'
   if method == 'crd+kd':
-    return f'{student} from {teacher}: method=crd, weight 0.4, T=4, alpha=0.5'
+    return f'{head} method=crd, weight 0.4, T=4, alpha=0.5'
+  if method == 'kd+dot':
+    return (f'{head} kd trained by optimizer dot (delta 0.075, lr '
+            f'{changes.get("optimizer.learning_rate", "of the recipe")}), T=4, alpha=0.9')
+  if method == 'kd+ls':
+    return f'{head} kd of standardized logits, T=2, alpha={ALPHAS[method]:g}'
+  if method == 'ctkd':
+    return f'{head} method=ctkd (learned temperature in 1 to 21), alpha=0.9'
+  if method == 'dkd+ls':
+    return (f'{head} method=dkd of standardized logits (DKD alpha 9, beta 72 at its T 2), '
+            'alpha=0')
+  if method_name(method) == 'mlkd':
+    stand = ' of standardized logits' if method == 'mlkd+ls' else ''
+    weight = changes.get('method.weight', 0.9)
+    base = changes.get('method.mlkd_temperature', 4.0)
+    lr = (f', lr {changes["optimizer.learning_rate"]:g}' if 'optimizer.learning_rate' in changes
+          else '')
+    return (f'{head} method=mlkd{stand} (weight {weight:g}, CE 0.1 per view, base '
+            f'temperature {base:g}, two views{lr}), alpha=0')
   weight = (f', weight {changes["method.weight"]:g}' if 'method.weight' in changes
             else '')
-  return f'{student} from {teacher}: method={method}{weight}, alpha=0'
+  return f'{head} method={method}{weight}, alpha=0'
 
 
 def _cell(runs: list[dict] | None) -> str:
@@ -315,7 +413,8 @@ def body(stages: common.Stages, preset: dict) -> str:
               ('Cost', ['method', 'wall minutes (all pairs and seeds)', 's per epoch per run',
                         '× KD'], costs)]
   if any(pair in REFERENCE for pair in pairs):
-    sections.append(('Published (RepDistiller README, CIFAR-100, last epoch, one run)',
+    sections.append(('Published (CIFAR-100; RepDistiller README, and for DKD, DIST, CTKD, DOT, '
+                     'MLKD and logit standardisation (LS) their authors\' READMEs)',
                      header, reference))
   curves = {'alone': common.members(alone[pairs[0][1]])}
   curves.update({m: common.members(taught[(pairs[0][0], pairs[0][1], m)]) for m in methods
@@ -334,7 +433,12 @@ def body(stages: common.Stages, preset: dict) -> str:
       'Within a run the reported epoch is the one with the best validation accuracy; the '
       'bracketed number is the last epoch, as the references report it. crd+kd weighs '
       'CE, KD and CRD 0.5 : 0.5 : 0.4 (RepDistiller: 1 : 1 : 0.8). AB, FT and FSP begin with '
-      'their init stage (method-only training), counted in their cost.\n'
+      'their init stage (method-only training), counted in their cost. kd+dot is KD trained '
+      'by DOT (SGD with momenta 0.9 ∓ 0.075); kd+ls is KD of standardised logits at T 2 with '
+      'alpha 0.989 (its authors\' CE 0.1 : KD 9); dkd+ls and mlkd+ls standardise the logits '
+      'of DKD\'s and MLKD\'s KD terms at their authors\' LS weights. MLKD trains on a second, '
+      'strongly augmented view of each batch: kdjax\'s translation at twice the run\'s shift '
+      '(at least 4 pixels), not the authors\' RandAugment-style policy.\n'
       'Figure: `curves.png` (the first pair).\n')
 
 

@@ -120,7 +120,8 @@ def default() -> ml_collections.ConfigDict:
   c.distill.distillation_weight = config_dict.placeholder(float)
   c.distill.ce_weight = config_dict.placeholder(float)
   # Logit standardisation (Sun et al. 2024): z-score both networks' logits inside
-  # the soft-target term of logit KD (and of DKD); the cross-entropy keeps raw logits.
+  # the soft-target term of logit KD (and of DKD, and of MLKD's KD terms); the
+  # cross-entropy keeps raw logits.
   c.distill.standardize = False
 
   # A vectorised sweep: every combination of the non-empty tuples below trains
@@ -145,7 +146,7 @@ def default() -> ml_collections.ConfigDict:
   # loss = objective + method.weight x method. '' for none.
   c.method = ml_collections.ConfigDict()
   c.method.name = ''  # a method of kdjax.methods: 'at', 'sp', ..., 'fitnet', 'crd', 'ft'
-  c.method.weight = -1.0  # < 0: the published weight (RepDistiller's -b; DKD 1, DIST 2)
+  c.method.weight = -1.0  # < 0: the published weight (RepDistiller's -b; DKD 1, DIST 2, MLKD 0.9)
   c.method.at_p = 2.0
   c.method.pkt_eps = 1e-7
   c.method.rkd_distance_weight = 25.0
@@ -165,6 +166,12 @@ def default() -> ml_collections.ConfigDict:
   c.method.ctkd_max_strength = 1.0
   c.method.ctkd_instance = False  # one temperature per example, from a small MLP
   c.method.ctkd_instance_hidden = 128  # that MLP's hidden width
+  # MLKD (kdjax.methods.mlkd): CE on both views at mlkd_ce_weight, plus method.weight x the
+  # multi-level terms at the base temperature and the extra ones (the authors' order).
+  c.method.mlkd_temperature = 4.0
+  c.method.mlkd_temperatures = (3.0, 5.0, 2.0, 6.0)
+  c.method.mlkd_ce_weight = 0.1
+  c.method.mlkd_strong_shift = -1  # the strong view's translation; < 0: max(2 x max_shift, 4)
   # Epochs of method-only training at the start of the run (RepDistiller's
   # init stage, counted in num_epochs); < 0: 30 for ab, fsp and ft, else 0.
   c.method.init_epochs = -1

@@ -45,6 +45,11 @@ class Objective:
   # Whether the state is indexed by example (CRD's memory banks): the step needs
   # the batch's example indices, and the members of a sweep cannot share batches' state.
   per_example: bool = False
+  # None: the loss sees one augmented view of the batch. An int: the step also
+  # augments the batch a second time (translation by up to this many pixels, the run's
+  # flip, a key of its own), runs the student (train mode) and the teacher on it too, and
+  # the loss finds those logits under outputs['strong_logits'] of both (MLKD).
+  strong_shift: int | None = None
 
   def init_params(self, rng: jax.Array):
     return {} if self.init is None else self.init(rng)

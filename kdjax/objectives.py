@@ -106,6 +106,9 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
   taps = method.taps_features or base.taps_features
   if getattr(method, 'sets_temperature', False):
     return with_learned_temperature(base, method, options, steps_per_epoch, name=name)
+  if getattr(method, 'strong_view', False):
+    return with_strong_view(base, method, options, weight, steps_per_epoch, name=name,
+                            shift=methods.mlkd.strong_shift(config))
   if not isinstance(method, methods.TrainedMethod):
     def loss(student, teacher, labels, hparams, own_params):
       value, metrics = base.loss(student, teacher, labels, hparams, own_params)
@@ -178,6 +181,33 @@ def with_learned_temperature(base: Objective, method, options: dict, steps_per_e
     return value, dict(metrics, temperature=jnp.mean(temperature), ctkd_strength=strength)
 
   return Objective(name=name, loss=loss, init_with=init_with, taps_features=base.taps_features)
+
+
+def with_strong_view(base: Objective, method, options: dict, weight: float,
+                     steps_per_epoch: int, *, name: str, shift: int) -> Objective:
+  """A two-view method's objective (MLKD), on the weak ('logits') and strong
+  ('strong_logits') views of the batch:
+
+    loss = mlkd_ce_weight · (CE(weak) + CE(strong)) + method.weight · method
+
+  (the authors' 0.1 and 0.9). `base` (cross-entropy: `distill.alpha` is 0 for these
+  methods) serves the calls without a teacher or a second view. The task term (DOT's)
+  is the weighted cross-entropy.
+  """
+  ce_weight = float(options['mlkd_ce_weight'])
+
+  def loss(student, teacher, labels, hparams, own_params):
+    if teacher is None or 'strong_logits' not in student:
+      return base.loss(student, teacher, labels, hparams, own_params)
+    task = ce_weight * (jnp.mean(losses.cross_entropy(student['logits'], labels))
+                        + jnp.mean(losses.cross_entropy(student['strong_logits'], labels)))
+    term = method.between(student, teacher, labels, options,
+                          hparams.get('step', 0) / steps_per_epoch)
+    return (task + hparams.get('method_weight', weight) * term,
+            {TASK: task, 'method': term})
+
+  return Objective(name=name, loss=loss, init=base.init, taps_features=base.taps_features,
+                   strong_shift=int(shift))
 
 
 def logit_kd(kind: str | None = 'kl', *, standardize: bool = False) -> Objective:

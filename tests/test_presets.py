@@ -210,30 +210,46 @@ def _check_self_kd(data, workdir, preset):
 
 def _check_method_zoo(data, workdir, preset):
   """Every method asked for (all, or the preset's `methods`) ran on every kept pair (each
-  preset's pairs can run them all, FSP's equal channels included), each stage with the method
-  its label names."""
+  preset's pairs can run them all, FSP's equal channels included), each stage with the method,
+  optimizer and logit standardisation its label names."""
   from experiments import method_zoo
   pairs = [tuple(p) for p in data['pairs']]
   assert pairs == list(preset['pairs'])
-  asked = preset.get('methods') or method_zoo.METHODS
+  chosen = list(preset.get('methods') or method_zoo.METHODS)
+  assert sorted(data['methods']) == sorted(chosen) and 'kd' in chosen
   ran = 0
   for teacher, student in pairs:
     accuracy = data['accuracy'][f'{teacher}->{student}']
-    assert sorted(accuracy) == sorted(asked)
-    for method in asked:
-      ran += method != 'kd'
+    assert sorted(accuracy) == sorted(chosen)
+    for method in chosen:
+      name = method_zoo.method_name(method) or None
+      ran += name is not None
       stage = os.path.join(workdir, f'{student}_from_{teacher}_{method.replace("+", "_")}')
       with open(os.path.join(stage, 'results.json')) as f:
         results = json.load(f)
       runs = common.members(results)
       first = json.load(open(os.path.join(runs[0].get('workdir') or stage, 'results.json')))
-      name = {'kd': None, 'crd+kd': 'crd'}.get(method, method)
+      config = first['config']
       assert (first.get('method') or {}).get('name') == name
-      assert first['alpha'] == {'kd': 0.9, 'crd+kd': 0.5}.get(method, 0.0)
+      assert first['alpha'] == method_zoo.ALPHAS.get(method, 0.0)
+      # DOT and logit standardisation are not methods: the config says which ran.
+      assert (config['optimizer']['name'] == 'dot') == (method == 'kd+dot'), method
+      assert config['distill']['standardize'] == method.endswith('+ls'), method
+      if method == 'kd+ls':
+        assert first['temperature'] == 2.0
+      if method == 'dkd+ls':
+        assert (config['method']['dkd_alpha'], config['method']['dkd_beta'],
+                config['method']['dkd_temperature']) == (9.0, 72.0, 2.0)
+      if name == 'mlkd':
+        assert (first['method']['weight'], config['method']['mlkd_temperature']) == (
+            (9.0, 2.0) if method == 'mlkd+ls' else (0.9, 4.0))
+        assert first['teacher']['cached'] is False  # two augmented views: in the step
+      if method == 'ctkd':  # the learned temperature, in (1, 21), at every epoch
+        assert all(1.0 < h['train_temperature'] < 21.0 for h in first['history'])
       if method in ('ab', 'ft', 'fsp'):  # the init stage: the first epoch of a quick run
-        assert first['config']['method']['init_epochs'] == 1
+        assert config['method']['init_epochs'] == 1
         assert np.isfinite(first['history'][0]['train_method_init'])
-      if method != 'kd':  # the method's unweighted term, finite at every epoch
+      if name is not None and method != 'ctkd':  # the method's unweighted term, finite
         assert all(np.isfinite(h['train_method']) for h in first['history'])
   labels = [r['label'] for r in data['rows']]
   assert sum('method=' in label for label in labels) == ran
@@ -263,8 +279,9 @@ def run_and_check(launcher, name, preset_env, tmp_path, overrides=None):
     config = results['config']
     assert config['validation_fraction'] == full.get('validation_fraction', 0.1), stage
     assert config['validation_seed'] == common.VALIDATION_SEED
-    assert config['optimizer']['name'] == common.base_config(
-        full.get('recipe', 'sgd')).optimizer.name
+    recipe_optimizer = common.base_config(full.get('recipe', 'sgd')).optimizer.name
+    assert config['optimizer']['name'] == (
+        'dot' if stage.endswith('_kd_dot') else recipe_optimizer), stage
     channels = 1 if setup.dataset in ('mnist', 'fashion_mnist') else 3
     assert config['augment']['flip'] == (channels == 3), stage
     if full['epochs'] // 10 > 1:  # the full run evaluates every few epochs: so does this one

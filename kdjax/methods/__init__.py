@@ -15,6 +15,8 @@ adds one of them to a run's objective (`kdjax.methods.registry`).
   rkd_loss   relational KD, distance + angle (Park et al., 2019)
   dkd_loss   decoupled KD, target + non-target (Zhao et al., 2022)
   dist_loss  DIST, inter- and intra-class Pearson relations (Huang et al., 2022)
+  mlkd_loss  multi-level logit distillation: instance, batch and class alignment at
+             several temperatures on a weak and a strong view (Jin et al., 2023)
   standardize  logit standardisation, a z-score per example (Sun et al., 2024;
              `config.distill.standardize` applies it inside logit KD and DKD)
 
@@ -29,6 +31,8 @@ from kdjax.methods.logits import dist_loss, dkd_loss, pearson_correlation
 from kdjax.methods.registry import METHODS, Method, get
 from kdjax.methods.relations import pkt_loss, rkd_loss
 from kdjax.methods import ctkd
+from kdjax.methods import mlkd
+from kdjax.methods.mlkd import mlkd_loss
 from kdjax.methods import trained
 from kdjax.methods import review  # registers 'reviewkd' among the TRAINED methods
 from kdjax.methods.review import hcl_loss
@@ -42,6 +46,7 @@ PUBLISHED_WEIGHTS = {
 }
 
 __all__ = ['METHODS', 'Method', 'PUBLISHED_WEIGHTS', 'TRAINED', 'TrainedMethod', 'trained',
-           'adaptive_avg_pool', 'at_loss', 'ctkd', 'dist_loss', 'dkd_loss', 'hcl_loss', 'review',
+           'adaptive_avg_pool', 'at_loss', 'ctkd', 'dist_loss', 'dkd_loss', 'hcl_loss', 'mlkd',
+           'mlkd_loss', 'review',
            'get', 'nst_loss', 'pearson_correlation', 'pkt_loss', 'rkd_loss', 'sp_loss',
            'standardize']

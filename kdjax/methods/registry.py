@@ -24,6 +24,7 @@ from kdjax.errors import ConfigError
 from kdjax.methods import ctkd
 from kdjax.methods import features as features_lib
 from kdjax.methods import logits as logits_lib
+from kdjax.methods import mlkd
 from kdjax.methods import relations
 from kdjax.methods import review  # noqa: F401  (registers 'reviewkd' in trained.TRAINED)
 from kdjax.methods import trained
@@ -123,7 +124,8 @@ METHODS = {m.name: m for m in (
 
 def get(name: str):
   """The method `name`: a `Method`, or a `kdjax.methods.trained.TrainedMethod`."""
-  known = {**METHODS, **trained.TRAINED, ctkd.METHOD.name: ctkd.METHOD}
+  known = {**METHODS, **trained.TRAINED, ctkd.METHOD.name: ctkd.METHOD,
+           mlkd.METHOD.name: mlkd.METHOD}
   if name not in known:
     raise ConfigError(f'config.method.name={name!r}: unknown; known: {", ".join(known)} '
                       "(or '' for none)")
@@ -150,6 +152,12 @@ def needs_features(config) -> bool:
   return bool(config.method.name) and get(config.method.name).taps_features
 
 
+def strong_view(config) -> bool:
+  """Whether the run's method sees a second, strongly augmented view of each batch (MLKD):
+  the teacher then runs in the step on both views."""
+  return bool(config.method.name) and getattr(get(config.method.name), 'strong_view', False)
+
+
 def check_config(config) -> None:
   """Raises ConfigError for a `config.method` that cannot run (called by kdjax.checks.validate)."""
   if not config.method.name:
@@ -168,6 +176,8 @@ def check_config(config) -> None:
       raise ConfigError(f'config.method.{option}={config.method[option]} must be >= {least}')
   if config.method.name == 'ctkd':
     _check_ctkd(config)
+  if config.method.name == 'mlkd':
+    _check_mlkd(config)
   if config.method.name == 'dist' and not float(config.method.dist_temperature) > 0:
     raise ConfigError(f'config.method.dist_temperature={config.method.dist_temperature} '
                       'must be > 0')
@@ -206,9 +216,25 @@ def _check_ctkd(config) -> None:
                       f'and ctkd_instance_hidden={config.method.ctkd_instance_hidden} >= 1')
 
 
+def _check_mlkd(config) -> None:
+  if config_lib.alpha(config) > 0 or len(config.sweep.alpha):
+    raise ConfigError("config.method.name='mlkd' carries its own KD terms (at "
+                      'method.mlkd_temperature and mlkd_temperatures); set distill.alpha=0')
+  if config.teacher.cache is True:
+    raise ConfigError("config.teacher.cache=True: method 'mlkd' runs the teacher on two "
+                      "augmented views in the step; use teacher.cache='auto'")
+  temperatures = (config.method.mlkd_temperature, *tuple(config.method.mlkd_temperatures))
+  if not all(float(t) > 0 for t in temperatures):
+    raise ConfigError(f'config.method.mlkd_temperature and mlkd_temperatures={temperatures} '
+                      'must be > 0')
+  if float(config.method.mlkd_ce_weight) < 0:
+    raise ConfigError(f'config.method.mlkd_ce_weight={config.method.mlkd_ce_weight} must be '
+                      '>= 0')
+
+
 def options(config) -> dict:
   """The method's options from `config.method`, as plain Python values, and
-  `standardize` (`config.distill.standardize`, which DKD reads)."""
+  `standardize` (`config.distill.standardize`, which DKD and MLKD read)."""
   return {**{k: v for k, v in config.method.to_dict().items()
              if k not in ('name', 'weight', 'init_epochs')},
           'standardize': bool(config.distill.get('standardize', False))}

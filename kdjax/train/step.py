@@ -10,7 +10,6 @@ stack of students.
 """
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import flax
@@ -126,6 +125,11 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   Gradients flow to the student's parameters and the objective's own, never
   to the teacher.
 
+  An objective with a `strong_shift` (MLKD) sees a second view of each batch,
+  augmented with its own key and that largest translation: the student (in
+  train mode, a second forward pass that updates its BatchNorm statistics again)
+  and the teacher run on it as well, their logits under 'strong_logits'.
+
   With a `tx` that takes split gradients (`optim.SplitGradientTransformation`: DOT),
   the step gives it the gradients of the objective's task term and of its
   distillation terms, from one forward pass, as `{'task': g, 'kd': g}`.
@@ -143,21 +147,39 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   if objective is None:
     objective = objective_lib.logit_kd(soft_kind)
 
+  strong_shift = objective.strong_shift
+  if strong_shift is not None and teacher_model is None:
+    raise ConfigError(f'objective {objective.name!r} sees a second augmented view of each '
+                      'batch: the teacher must run in the step (no cached logits)')
+
   # The step in three parts, so that members of a vectorised sweep that see
   # the same inputs can share the teacher's forward pass (`vectorise`).
   def inputs(rng, step, batch):
-    """The augmented, normalised images of this step (a function of rng, step, batch)."""
+    """The augmented, normalised images of this step (a function of rng, step, batch); with
+    a second view (`Objective.strong_shift`), the pair (weak, strong)."""
     augment_rng, _ = _step_keys(rng, step)
     images = augment.augment(augment_rng, batch['images'], max_shift=max_shift, flip=flip)
-    return augment.normalize(images, mean, std)
+    images = augment.normalize(images, mean, std)
+    if strong_shift is None:
+      return images
+    strong = augment.augment(jax.random.fold_in(augment_rng, 1), batch['images'],
+                             max_shift=strong_shift, flip=flip)
+    return images, augment.normalize(strong, mean, std)
 
   taps = objective.taps_features
   split_gradients = isinstance(tx, optim.SplitGradientTransformation)
 
-  teacher_outputs_of = functools.partial(_teacher_outputs, teacher_model, taps)
+  def teacher_outputs_of(images, batch, teacher_variables):
+    if strong_shift is None:
+      return _teacher_outputs(teacher_model, taps, images, batch, teacher_variables)
+    weak, strong = images
+    outputs = _teacher_outputs(teacher_model, taps, weak, batch, teacher_variables)
+    return dict(outputs, strong_logits=teacher_model.apply(teacher_variables, strong,
+                                                           train=False))
 
   def update(state: TrainState, batch, images, teacher_outputs, hparams):
     _, dropout_rng = _step_keys(state.rng, state.step)
+    images, strong_images = images if strong_shift is not None else (images, None)
     labels = batch['labels']
     teacher = None
     if teacher_outputs is not None:
@@ -174,6 +196,11 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
           **({'return_features': True} if taps else {}))
       student = ({'logits': outputs[0], 'features': outputs[1]} if taps
                  else {'logits': outputs})
+      if strong_images is not None:  # a second forward pass, as the authors' (MLKD)
+        strong, new_model_state = model.apply(
+            {'params': trainable['student'], **new_model_state}, strong_images, train=True,
+            rngs={'dropout': jax.random.fold_in(dropout_rng, 2)}, mutable=list(state.model_state))
+        student['strong_logits'] = strong
       loss, terms = objective.loss(student, teacher, labels, objective_hparams,
                                    trainable['objective'])
       terms = dict(terms)
@@ -275,7 +302,7 @@ def _frozen_if_diverged(new_state: TrainState, state: TrainState, loss) -> Train
 @dataclasses.dataclass(frozen=True)
 class StepParts:
   """A train step cut where members of a sweep may share work (see `vectorise`)."""
-  inputs: Callable  # (rng, step, batch) -> images
+  inputs: Callable  # (rng, step, batch) -> images, or (weak, strong) for a two-view objective
   teacher_outputs: Callable  # (images, batch, teacher_variables) -> {'logits', ...} or None
   update: Callable  # (state, batch, images, teacher_outputs, hparams) -> (state, metrics)
   teacher_in_step: bool
@@ -311,7 +338,8 @@ def vectorise(train_step: Callable, *, member_orders: bool = False,
         images, leader_batch, teacher_variables)
     per_member = lambda x: jnp.take(x, member_group, axis=0)  # noqa: E731
     return jax.vmap(parts.update, in_axes=(0, 0 if member_orders else None, 0, 0, 0))(
-        state, batch, per_member(images), jax.tree.map(per_member, teacher), hparams)
+        state, batch, jax.tree.map(per_member, images), jax.tree.map(per_member, teacher),
+        hparams)
 
   return step
 

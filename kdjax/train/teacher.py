@@ -115,6 +115,8 @@ def _check_method(config, teacher_config, num_classes: int, shape: tuple) -> Non
     return {'logits': logits, 'features': features}
 
   student, teacher = outputs(config.model), outputs(teacher_config.model)
+  if getattr(method, 'strong_view', False):  # the second view's logits: shaped as the first's
+    student['strong_logits'], teacher['strong_logits'] = student['logits'], teacher['logits']
   try:
     jax.eval_shape(lambda s, t: method.between(s, t, jnp.zeros(2, jnp.int32),
                                                methods.registry.options(config), 0.0),
@@ -189,7 +191,8 @@ def attach(config, dataset, feed, mesh) -> Teacher | None:
   """Loads the teacher and caches its logits in `feed` where that is allowed and asked for.
 
   'auto' caches when the student's inputs are not augmented, the feed holds
-  the data on the devices and no method taps the teacher's features;
+  the data on the devices, no method taps the teacher's features and none sees a
+  second augmented view (MLKD);
   otherwise the teacher runs in the step.
   """
   if not config.teacher.workdir:
@@ -198,7 +201,7 @@ def attach(config, dataset, feed, mesh) -> Teacher | None:
   augmented = config.augment.max_shift > 0 or config.augment.flip
   cache = config.teacher.cache
   cached = (not augmented and feed.mode == 'device' and not methods.registry.needs_features(config)
-            ) if cache == 'auto' else bool(cache)
+            and not methods.registry.strong_view(config)) if cache == 'auto' else bool(cache)
   loaded = feed_lib.replicated(mesh, variables)
   if cached:
     predict = step_lib.make_predict(model, mesh=mesh, mean=dataset.mean, std=dataset.std,
