@@ -33,7 +33,7 @@ from kdjax import config as config_lib
 from kdjax.errors import KDError
 
 # --workdir, --quick, --seeds, --data_dir and --train_examples are the
-# launchers' shared flags (experiments/common.py); --quick here is the demo
+# launchers' shared flags (experiments/common/flags.py); --quick here is the demo
 # (2 epochs, a small grid), --seeds 0 means 1 and --train_examples -1 means all.
 _OMIT = flags.DEFINE_integer('omit', 3, 'The digit left out of the transfer set.')
 
