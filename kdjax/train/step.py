@@ -142,19 +142,43 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   """
   if objective is None:
     objective = objective_lib.logit_kd(soft_kind)
-
   # The step in three parts, so that members of a vectorised sweep that see
   # the same inputs can share the teacher's forward pass (`vectorise`).
+  inputs = _inputs_fn(mean=mean, std=std, max_shift=max_shift, flip=flip)
+  teacher_outputs_of = functools.partial(_teacher_outputs, teacher_model,
+                                         objective.taps_features)
+  update = _update_fn(model=model, tx=tx, objective=objective, max_norm=max_norm,
+                      freeze_on_divergence=freeze_on_divergence)
+
+  def train_step(state: TrainState, batch, teacher_variables, hparams):
+    images = inputs(state.rng, state.step, batch)
+    return update(state, batch, images, teacher_outputs_of(images, batch, teacher_variables),
+                  hparams)
+
+  train_step.parts = StepParts(inputs=inputs, teacher_outputs=teacher_outputs_of, update=update,
+                               teacher_in_step=teacher_model is not None)
+  return train_step
+
+
+def _inputs_fn(*, mean, std, max_shift: int, flip: bool) -> Callable:
+  """`inputs(rng, step, batch)`: the first part of a train step."""
+
   def inputs(rng, step, batch):
     """The augmented, normalised images of this step (a function of rng, step, batch)."""
     augment_rng, _ = _step_keys(rng, step)
     images = augment.augment(augment_rng, batch['images'], max_shift=max_shift, flip=flip)
     return augment.normalize(images, mean, std)
 
+  return inputs
+
+
+def _update_fn(*, model: nn.Module, tx: optax.GradientTransformation,
+               objective: objective_lib.Objective, max_norm: float,
+               freeze_on_divergence: bool) -> Callable:
+  """`update(state, batch, images, teacher_outputs, hparams) -> (state, metrics)`: the
+  last part of a train step, from the step's images and the teacher's outputs on them."""
   taps = objective.taps_features
   split_gradients = isinstance(tx, optim.SplitGradientTransformation)
-
-  teacher_outputs_of = functools.partial(_teacher_outputs, teacher_model, taps)
 
   def update(state: TrainState, batch, images, teacher_outputs, hparams):
     _, dropout_rng = _step_keys(state.rng, state.step)
@@ -166,21 +190,8 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     objective_hparams = dict(hparams, step=state.step, objective_state=state.objective_state,
                              example_index=batch.get('index'),
                              objective_rng=jax.random.fold_in(dropout_rng, 1))
-
-    def loss_fn(trainable):
-      outputs, new_model_state = model.apply(
-          {'params': trainable['student'], **state.model_state}, images, train=True,
-          rngs={'dropout': dropout_rng}, mutable=list(state.model_state),
-          **({'return_features': True} if taps else {}))
-      student = ({'logits': outputs[0], 'features': outputs[1]} if taps
-                 else {'logits': outputs})
-      loss, terms = objective.loss(student, teacher, labels, objective_hparams,
-                                   trainable['objective'])
-      terms = dict(terms)
-      objective_state = terms.pop(objective_lib.STATE, state.objective_state)
-      task = terms.pop(objective_lib.TASK, None)
-      return loss, (student['logits'], new_model_state, terms, objective_state, task)
-
+    loss_fn = _loss_fn(model, objective, taps, state, images, dropout_rng, teacher, labels,
+                       objective_hparams)
     trainable = _trainable(state.params, state.objective_params)
     if split_gradients:
       loss, (logits, new_model_state, terms, objective_state), grads = _split_gradients(
@@ -206,14 +217,30 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
       new_state = _frozen_if_diverged(new_state, state, loss)
     return new_state, metrics
 
-  def train_step(state: TrainState, batch, teacher_variables, hparams):
-    images = inputs(state.rng, state.step, batch)
-    return update(state, batch, images, teacher_outputs_of(images, batch, teacher_variables),
-                  hparams)
+  return update
 
-  train_step.parts = StepParts(inputs=inputs, teacher_outputs=teacher_outputs_of, update=update,
-                               teacher_in_step=teacher_model is not None)
-  return train_step
+
+def _loss_fn(model: nn.Module, objective: objective_lib.Objective, taps: bool,
+             state: TrainState, images, dropout_rng, teacher, labels,
+             objective_hparams) -> Callable:
+  """`loss_fn(trainable) -> (loss, (logits, model_state, terms, objective_state, task))`:
+  the objective of one step as a function of what the optimizer updates."""
+
+  def loss_fn(trainable):
+    outputs, new_model_state = model.apply(
+        {'params': trainable['student'], **state.model_state}, images, train=True,
+        rngs={'dropout': dropout_rng}, mutable=list(state.model_state),
+        **({'return_features': True} if taps else {}))
+    student = ({'logits': outputs[0], 'features': outputs[1]} if taps
+               else {'logits': outputs})
+    loss, terms = objective.loss(student, teacher, labels, objective_hparams,
+                                 trainable['objective'])
+    terms = dict(terms)
+    objective_state = terms.pop(objective_lib.STATE, state.objective_state)
+    task = terms.pop(objective_lib.TASK, None)
+    return loss, (student['logits'], new_model_state, terms, objective_state, task)
+
+  return loss_fn
 
 
 def _teacher_outputs(teacher_model, taps: bool, images, batch, teacher_variables):
