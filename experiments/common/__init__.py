@@ -35,3 +35,13 @@ from experiments.common.setup import (QUICK_BATCH, QUICK_EXAMPLES, QUICK_WIDTH,
                                       VALIDATION_FRACTION, VALIDATION_SEED, Setup, base_config,
                                       make_setup, shrunk, shrunk_preset)
 from experiments.common.stages import Stages
+
+__all__ = [
+    'ALPHA', 'DATA_DIR', 'DATASET', 'EPOCHS', 'PRESET', 'QUICK', 'SEEDS', 'TEMPERATURE',
+    'TRAIN_EXAMPLES', 'WORKDIR', 'launch', 'command_line', 'plot_curves', 'save_figure', 'sync',
+    'write_report', 'writes_files', 'ROW_SETTINGS', 'accuracy_text', 'chosen_text', 'group',
+    'is_diverged', 'mean_accuracy', 'members', 'oracle_text', 'row', 'run_settings', 'select',
+    'setting_text', 'validation_text', 'QUICK_BATCH', 'QUICK_EXAMPLES', 'QUICK_WIDTH',
+    'VALIDATION_FRACTION', 'VALIDATION_SEED', 'Setup', 'base_config', 'make_setup', 'shrunk',
+    'shrunk_preset', 'Stages'
+]
