@@ -6,10 +6,10 @@ from typing import Callable
 
 from absl import app, flags
 
-from kdjax import cli
-from kdjax.errors import ConfigError
 from experiments.common.setup import make_setup
 from experiments.common.stages import Stages
+from kdjax import cli
+from kdjax.errors import ConfigError
 
 WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for all stages and the report.')
 DATASET = flags.DEFINE_string('dataset', None, "TFDS name (default: the preset's).")

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 
-from kdjax import report
 from experiments.common.rows import chosen_text, is_diverged, validation_text
 from experiments.common.stages import Stages
+from kdjax import report
 
 
 def plot_curves(path: str, curves: dict[str, list[dict]], title: str) -> None:

@@ -6,9 +6,9 @@ from typing import Sequence
 
 import ml_collections
 
+from experiments.common.setup import Setup
 from kdjax import config as config_lib
 from kdjax import report
-from experiments.common.setup import Setup
 
 
 class Stages:
