@@ -30,6 +30,8 @@ Presets (CIFAR-10, the seeds' set-ups):
            the conv presets stay small.)
 """
 
+import dataclasses
+
 from experiments import common
 
 PRESETS = {
@@ -61,100 +63,129 @@ PRESETS = {
 }
 
 
+@dataclasses.dataclass
+class _Report:
+  """What the stages add to the report, in stage order."""
+  rows: list  # the markdown table of teacher and students
+  report_rows: list  # report.json rows (`common.row`)
+  data: dict
+  selections: list = dataclasses.field(default_factory=list)
+  oracle_lines: list = dataclasses.field(default_factory=list)
+  grid_sections: list = dataclasses.field(default_factory=list)
+  curves: dict = dataclasses.field(default_factory=dict)
+
+
 def body(stages: common.Stages, preset: dict) -> str:
   ref = preset['reference']
   teacher = stages.alone('teacher', preset['teacher'], seeds=1,
                          epochs=preset.get('teacher_epochs'))
   teacher_dir = stages.teacher_of('teacher')
   teacher_runs = common.members(teacher)
-  rows = [[f'teacher {preset["teacher"]}', common.accuracy_text(teacher_runs),
-           '', '', ref.get('teacher', ''), '`teacher`']]
-  report_rows = [common.row(f'teacher {preset["teacher"]}', teacher_runs, stage='teacher')]
-  selections, oracle_lines = [], []
-  grid_sections, data, curves = [], {'teacher': teacher_runs[0]['test_accuracy'],
-                                     'students': {}}, {}
+  out = _Report(
+      rows=[[f'teacher {preset["teacher"]}', common.accuracy_text(teacher_runs),
+             '', '', ref.get('teacher', ''), '`teacher`']],
+      report_rows=[common.row(f'teacher {preset["teacher"]}', teacher_runs, stage='teacher')],
+      data={'teacher': teacher_runs[0]['test_accuracy'], 'students': {}})
   for student in preset['students']:
-    alone = common.members(stages.alone(f'{student}_alone', student))
-    kd = common.members(stages.distill(
-        f'{student}_kd', student, teacher_dir, temperatures=preset['temperatures'],
-        alphas=preset['alphas']))
-    groups = common.group(kd, ('temperature', 'alpha'))
-    best, selection, oracle = common.select(
-        f'{student}: T and alpha of the distilled row', groups, ('temperature', 'alpha'))
-    selections.append(selection)
-    setting = f'T={best[0]:g}, alpha={best[1]:g}'
-    gain = 100 * (common.mean_accuracy(groups[best]) - common.mean_accuracy(alone))
-    rows.append([f'{student} alone', common.accuracy_text(alone), '', '',
-                 ref.get(f'{student}_alone', ''), f'`{student}_alone`'])
-    rows.append([f'{student} distilled, {setting} (chosen on validation)',
-                 common.accuracy_text(groups[best]), setting, f'{gain:+.2f}',
-                 ref.get(f'{student}_kd', ''), f'`{student}_kd`'])
-    report_rows.append(common.row(f'{student} alone', alone, stage=f'{student}_alone'))
-    report_rows.append(common.row(
-        f'{student} distilled from {preset["teacher"]}, {setting}', groups[best],
-        stage=f'{student}_kd', selected_on='validation', gain_points=gain))
-    if len(groups) > 1:
-      oracle_lines.append(f'{student}: ' + common.oracle_text(
-          groups, oracle, f'T={oracle[0]:g}, alpha={oracle[1]:g}'))
-    curves[f'{student} alone'] = alone
-    curves[f'{student} distilled ({setting})'] = groups[best]
-    data['students'][student] = {
-        'alone': common.mean_accuracy(alone), 'alone_runs': [r['test_accuracy'] for r in alone],
-        'grid': {f'T={t:g},alpha={a:g}': [r['test_accuracy'] for r in g]
-                 for (t, a), g in sorted(groups.items())},
-        'grid_validation': {f'T={t:g},alpha={a:g}': [r['validation_accuracy'] for r in g]
-                            for (t, a), g in sorted(groups.items())},
-        'chosen': selection, 'gain_points': gain}
-    if len(groups) > 1:
-      ts = sorted({t for t, _ in groups})
-      alphas = sorted({a for _, a in groups})
-      for split, field in (('validation', 'validation_accuracy'), ('test', 'test_accuracy')):
-        grid_sections.append((
-            f'{student}: {split} accuracy, T × alpha (alone: '
-            f'{common.accuracy_text(alone, field)})',
-            ['alpha \\ T'] + [f'{t:g}' for t in ts],
-            [[f'{a:g}'] + [common.accuracy_text(groups[(t, a)], field) for t in ts]
-             for a in alphas]))
+    _student_stages(stages, preset, student, teacher_dir, out)
   extra = preset.get('extra')
   if extra:
-    # seed 004's two one-dimensional sweeps on one student.
-    student = extra['student']
-    for axis, values, fixed in (('temperature', extra['temperatures'], 'alpha'),
-                                ('alpha', extra['alphas'], 'temperature')):
-      name = f'{student}_{axis}_sweep'
-      kwargs = {'temperatures': values if axis == 'temperature' else preset['temperatures'],
-                'alphas': values if axis == 'alpha' else preset['alphas']}
-      swept = common.group(common.members(stages.distill(name, student, teacher_dir, **kwargs)),
-                           (axis,))
-      best, selection, oracle = common.select(f'{student}: {axis} ({fixed} fixed)', swept,
-                                              (axis,))
-      selections.append(selection)
-      oracle_lines.append(f'{student} {axis} sweep: ' + common.oracle_text(
-          swept, oracle, common.setting_text((axis,), oracle)))
-      fixed_value = kwargs['alphas' if fixed == 'alpha' else 'temperatures'][0]
-      for key, runs in sorted(swept.items()):
-        settings = common.setting_text(('temperature', 'alpha'), (
-            (key[0], fixed_value) if axis == 'temperature' else (fixed_value, key[0])))
-        report_rows.append(common.row(f'{student} distilled from {preset["teacher"]}, {settings}',
-                                      runs, stage=name))
-      grid_sections.append((f'{student}: accuracy vs {axis} ({fixed}={fixed_value:g} fixed; '
-                            f'chosen on validation: {axis}={best[0]:g})',
-                            [axis, 'validation accuracy', 'test accuracy'],
-                            [[f'{k[0]:g}', common.accuracy_text(v, 'validation_accuracy'),
-                              common.accuracy_text(v)] for k, v in sorted(swept.items())]))
-      data[name] = {f'{k[0]:g}': [r['test_accuracy'] for r in v] for k, v in swept.items()}
-  common.plot_curves(f'{stages.workdir}/curves.png', curves,
+    _one_dimensional_sweeps(stages, preset, extra, teacher_dir, out)
+  common.plot_curves(f'{stages.workdir}/curves.png', out.curves,
                      f'{preset["name"]} on {stages.setup.dataset}')
   notes = 'Figure: `curves.png` (test accuracy per epoch, mean over seeds).\n'
-  if oracle_lines:
-    notes += '\n' + '\n'.join(f'- {line}' for line in oracle_lines) + '\n'
+  if out.oracle_lines:
+    notes += '\n' + '\n'.join(f'- {line}' for line in out.oracle_lines) + '\n'
   return common.write_report(
       stages, title=f'Knowledge distillation, preset {preset["name"]}',
       command=common.command_line(),
       sections=[('Teacher and students',
                  ['model', 'test accuracy', 'setting (chosen on validation)', 'gain (points)',
-                  'seed reports', 'sub-workdir'], rows)] + grid_sections,
-      data=data, rows=report_rows, selections=selections, notes=notes)
+                  'seed reports', 'sub-workdir'], out.rows)] + out.grid_sections,
+      data=out.data, rows=out.report_rows, selections=out.selections, notes=notes)
+
+
+def _student_stages(stages: common.Stages, preset: dict, student: str, teacher_dir: str,
+                    out: _Report) -> None:
+  """`student` alone and distilled over the T × alpha grid, with T and alpha chosen on
+  validation."""
+  ref = preset['reference']
+  alone = common.members(stages.alone(f'{student}_alone', student))
+  kd = common.members(stages.distill(
+      f'{student}_kd', student, teacher_dir, temperatures=preset['temperatures'],
+      alphas=preset['alphas']))
+  groups = common.group(kd, ('temperature', 'alpha'))
+  best, selection, oracle = common.select(
+      f'{student}: T and alpha of the distilled row', groups, ('temperature', 'alpha'))
+  out.selections.append(selection)
+  setting = f'T={best[0]:g}, alpha={best[1]:g}'
+  gain = 100 * (common.mean_accuracy(groups[best]) - common.mean_accuracy(alone))
+  out.rows.append([f'{student} alone', common.accuracy_text(alone), '', '',
+                   ref.get(f'{student}_alone', ''), f'`{student}_alone`'])
+  out.rows.append([f'{student} distilled, {setting} (chosen on validation)',
+                   common.accuracy_text(groups[best]), setting, f'{gain:+.2f}',
+                   ref.get(f'{student}_kd', ''), f'`{student}_kd`'])
+  out.report_rows.append(common.row(f'{student} alone', alone, stage=f'{student}_alone'))
+  out.report_rows.append(common.row(
+      f'{student} distilled from {preset["teacher"]}, {setting}', groups[best],
+      stage=f'{student}_kd', selected_on='validation', gain_points=gain))
+  if len(groups) > 1:
+    out.oracle_lines.append(f'{student}: ' + common.oracle_text(
+        groups, oracle, f'T={oracle[0]:g}, alpha={oracle[1]:g}'))
+  out.curves[f'{student} alone'] = alone
+  out.curves[f'{student} distilled ({setting})'] = groups[best]
+  out.data['students'][student] = {
+      'alone': common.mean_accuracy(alone), 'alone_runs': [r['test_accuracy'] for r in alone],
+      'grid': {f'T={t:g},alpha={a:g}': [r['test_accuracy'] for r in g]
+               for (t, a), g in sorted(groups.items())},
+      'grid_validation': {f'T={t:g},alpha={a:g}': [r['validation_accuracy'] for r in g]
+                          for (t, a), g in sorted(groups.items())},
+      'chosen': selection, 'gain_points': gain}
+  if len(groups) > 1:
+    out.grid_sections.extend(_grid_tables(student, alone, groups))
+
+
+def _grid_tables(student: str, alone: list[dict], groups: dict) -> list[tuple]:
+  """The validation and test accuracy of a T × alpha grid, as two report sections."""
+  ts = sorted({t for t, _ in groups})
+  alphas = sorted({a for _, a in groups})
+  return [(f'{student}: {split} accuracy, T × alpha (alone: '
+           f'{common.accuracy_text(alone, field)})',
+           ['alpha \\ T'] + [f'{t:g}' for t in ts],
+           [[f'{a:g}'] + [common.accuracy_text(groups[(t, a)], field) for t in ts]
+            for a in alphas])
+          for split, field in (('validation', 'validation_accuracy'), ('test', 'test_accuracy'))]
+
+
+def _one_dimensional_sweeps(stages: common.Stages, preset: dict, extra: dict,
+                            teacher_dir: str, out: _Report) -> None:
+  """seed 004's two one-dimensional sweeps on one student: T with alpha fixed, then alpha
+  with T fixed."""
+  student = extra['student']
+  for axis, values, fixed in (('temperature', extra['temperatures'], 'alpha'),
+                              ('alpha', extra['alphas'], 'temperature')):
+    name = f'{student}_{axis}_sweep'
+    kwargs = {'temperatures': values if axis == 'temperature' else preset['temperatures'],
+              'alphas': values if axis == 'alpha' else preset['alphas']}
+    swept = common.group(common.members(stages.distill(name, student, teacher_dir, **kwargs)),
+                         (axis,))
+    best, selection, oracle = common.select(f'{student}: {axis} ({fixed} fixed)', swept,
+                                            (axis,))
+    out.selections.append(selection)
+    out.oracle_lines.append(f'{student} {axis} sweep: ' + common.oracle_text(
+        swept, oracle, common.setting_text((axis,), oracle)))
+    fixed_value = kwargs['alphas' if fixed == 'alpha' else 'temperatures'][0]
+    for key, runs in sorted(swept.items()):
+      settings = common.setting_text(('temperature', 'alpha'), (
+          (key[0], fixed_value) if axis == 'temperature' else (fixed_value, key[0])))
+      out.report_rows.append(common.row(
+          f'{student} distilled from {preset["teacher"]}, {settings}', runs, stage=name))
+    out.grid_sections.append((f'{student}: accuracy vs {axis} ({fixed}={fixed_value:g} fixed; '
+                              f'chosen on validation: {axis}={best[0]:g})',
+                              [axis, 'validation accuracy', 'test accuracy'],
+                              [[f'{k[0]:g}', common.accuracy_text(v, 'validation_accuracy'),
+                                common.accuracy_text(v)] for k, v in sorted(swept.items())]))
+    out.data[name] = {f'{k[0]:g}': [r['test_accuracy'] for r in v] for k, v in swept.items()}
 
 
 if __name__ == '__main__':

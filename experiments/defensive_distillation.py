@@ -169,14 +169,7 @@ def body(stages: common.Stages, preset: dict) -> str:
   examples = ATTACK_EXAMPLES.value or (QUICK_EXAMPLES if quick else preset['attack_examples'])
   if quick:
     preset = dict(preset, curve_eps=tuple(preset['curve_eps'])[-2:])
-  plain = {'augment.max_shift': 0, 'augment.flip': False, 'distill.objective': 'defensive'}
-  teachers, students = {}, {}
-  for t in temperatures:
-    teachers[t] = common.members(stages.alone(
-        f'teacher_T{t:g}', preset['model'], seeds=1, changes=dict(plain, train_temperature=t)))
-    students[t] = common.members(stages.distill(
-        f'distilled_T{t:g}', preset['model'], stages.teacher_of(f'teacher_T{t:g}'),
-        temperatures=(t,), alphas=(1.0,), seeds=1, changes=dict(plain, train_temperature=t)))
+  teachers, students = _train(stages, preset, temperatures)
   # The networks attacked: the undefended one (trained at T = 1) and each distilled one.
   networks = {'undefended': teachers[temperatures[0]][0]['workdir'],
               **{f'distilled T={t:g}': students[t][0]['workdir'] for t in temperatures}}
@@ -189,17 +182,8 @@ def body(stages: common.Stages, preset: dict) -> str:
   jsma_limit = QUICK_JSMA_EXAMPLES if quick else preset['jsma_examples']
   limits = {'JSMA (softmax)': jsma_limit, 'JSMA (logits)': jsma_limit,
             'C&W L2': min(examples, QUICK_JSMA_EXAMPLES if quick else preset['cw_examples'])}
-  results, logit_norms, variables = {}, {}, {}
-  for name, workdir in networks.items():
-    variables[name] = _variables(workdir)
-    logit_norms[name] = float(jnp.mean(jnp.linalg.norm(
-        attacker.logits(variables[name], images), axis=-1)))
-    print(f'== attacks on {name} ==', flush=True)
-    results[name] = {}
-    for attack, fn in attacker.suite.items():
-      limit = limits.get(attack, examples)
-      results[name][attack] = attacker.run(fn, variables[name], images[:limit], labels[:limit],
-                                           targeted=attack in attacker.targeted)
+  results, logit_norms, variables = _attack(attacker, networks, images, labels, limits,
+                                            examples)
   curve_limit = examples if quick else min(examples, preset['curve_examples'])
   curves = _success_vs_eps(attacker, variables, images[:curve_limit], labels[:curve_limit],
                            preset)
@@ -243,6 +227,39 @@ def body(stages: common.Stages, preset: dict) -> str:
             'success_vs_eps': curves, 'transfer': transfer, 'verdict': verdict,
             'attack_examples': examples},
       rows=rows, notes=notes, seeds=1)
+
+
+def _train(stages: common.Stages, preset: dict, temperatures) -> tuple[dict, dict]:
+  """Per temperature, a teacher trained at T and a network distilled from it at T: their
+  member rows, by T."""
+  plain = {'augment.max_shift': 0, 'augment.flip': False, 'distill.objective': 'defensive'}
+  teachers, students = {}, {}
+  for t in temperatures:
+    teachers[t] = common.members(stages.alone(
+        f'teacher_T{t:g}', preset['model'], seeds=1, changes=dict(plain, train_temperature=t)))
+    students[t] = common.members(stages.distill(
+        f'distilled_T{t:g}', preset['model'], stages.teacher_of(f'teacher_T{t:g}'),
+        temperatures=(t,), alphas=(1.0,), seeds=1, changes=dict(plain, train_temperature=t)))
+  return teachers, students
+
+
+def _attack(attacker: Attacker, networks: dict, images, labels, limits: dict,
+            examples: int) -> tuple[dict, dict, dict]:
+  """Every attack of the suite on every network: (results, mean logit norms, variables),
+  each by network name."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  results, logit_norms, variables = {}, {}, {}
+  for name, workdir in networks.items():
+    variables[name] = _variables(workdir)
+    logit_norms[name] = float(jnp.mean(jnp.linalg.norm(
+        attacker.logits(variables[name], images), axis=-1)))
+    print(f'== attacks on {name} ==', flush=True)
+    results[name] = {}
+    for attack, fn in attacker.suite.items():
+      limit = limits.get(attack, examples)
+      results[name][attack] = attacker.run(fn, variables[name], images[:limit], labels[:limit],
+                                           targeted=attack in attacker.targeted)
+  return results, logit_norms, variables
 
 
 def _success_vs_eps(attacker: Attacker, variables: dict, images, labels, preset: dict) -> dict:

@@ -125,11 +125,6 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   Gradients flow to the student's parameters and the objective's own, never
   to the teacher.
 
-  An objective with a `strong_shift` (MLKD) sees a second view of each batch,
-  augmented with its own key and that largest translation: the student (in
-  train mode, a second forward pass that updates its BatchNorm statistics again)
-  and the teacher run on it as well, their logits under 'strong_logits'.
-
   With a `tx` that takes split gradients (`optim.SplitGradientTransformation`: DOT),
   the step gives it the gradients of the objective's task term and of its
   distillation terms, from one forward pass, as `{'task': g, 'kd': g}`.
@@ -139,6 +134,11 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   `lr_scale` (the updates are multiplied by it: every optimizer here is
   linear in its learning rate, so this trains with learning rate × lr_scale).
 
+  An objective with a `strong_shift` (MLKD) sees a second view of each batch,
+  augmented with its own key and that largest translation: the student (in
+  train mode, a second forward pass that updates its BatchNorm statistics again)
+  and the teacher run on it as well, their logits under 'strong_logits'.
+
   With `freeze_on_divergence` (sweeps), a step whose loss is not finite
   leaves the state as it was and records the step in `state.diverged_step`,
   and every later step leaves it alone too: the other members of a
@@ -146,14 +146,33 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   """
   if objective is None:
     objective = objective_lib.logit_kd(soft_kind)
-
   strong_shift = objective.strong_shift
   if strong_shift is not None and teacher_model is None:
     raise ConfigError(f'objective {objective.name!r} sees a second augmented view of each '
                       'batch: the teacher must run in the step (no cached logits)')
-
   # The step in three parts, so that members of a vectorised sweep that see
   # the same inputs can share the teacher's forward pass (`vectorise`).
+  inputs = _inputs_fn(mean=mean, std=std, max_shift=max_shift, flip=flip,
+                      strong_shift=strong_shift)
+  teacher_outputs_of = _teacher_outputs_fn(teacher_model, objective.taps_features,
+                                           strong_shift)
+  update = _update_fn(model=model, tx=tx, objective=objective, max_norm=max_norm,
+                      freeze_on_divergence=freeze_on_divergence)
+
+  def train_step(state: TrainState, batch, teacher_variables, hparams):
+    images = inputs(state.rng, state.step, batch)
+    return update(state, batch, images, teacher_outputs_of(images, batch, teacher_variables),
+                  hparams)
+
+  train_step.parts = StepParts(inputs=inputs, teacher_outputs=teacher_outputs_of, update=update,
+                               teacher_in_step=teacher_model is not None)
+  return train_step
+
+
+def _inputs_fn(*, mean, std, max_shift: int, flip: bool,
+               strong_shift: int | None = None) -> Callable:
+  """`inputs(rng, step, batch)`: the first part of a train step."""
+
   def inputs(rng, step, batch):
     """The augmented, normalised images of this step (a function of rng, step, batch); with
     a second view (`Objective.strong_shift`), the pair (weak, strong)."""
@@ -166,8 +185,12 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                              max_shift=strong_shift, flip=flip)
     return images, augment.normalize(strong, mean, std)
 
-  taps = objective.taps_features
-  split_gradients = isinstance(tx, optim.SplitGradientTransformation)
+  return inputs
+
+
+def _teacher_outputs_fn(teacher_model, taps: bool, strong_shift: int | None) -> Callable:
+  """`teacher_outputs_of(images, batch, teacher_variables)`: the second part of a train
+  step; with a second view, the teacher's logits on it too, under 'strong_logits'."""
 
   def teacher_outputs_of(images, batch, teacher_variables):
     if strong_shift is None:
@@ -177,9 +200,20 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     return dict(outputs, strong_logits=teacher_model.apply(teacher_variables, strong,
                                                            train=False))
 
+  return teacher_outputs_of
+
+
+def _update_fn(*, model: nn.Module, tx: optax.GradientTransformation,
+               objective: objective_lib.Objective, max_norm: float,
+               freeze_on_divergence: bool) -> Callable:
+  """`update(state, batch, images, teacher_outputs, hparams) -> (state, metrics)`: the
+  last part of a train step, from the step's images and the teacher's outputs on them."""
+  taps = objective.taps_features
+  split_gradients = isinstance(tx, optim.SplitGradientTransformation)
+
   def update(state: TrainState, batch, images, teacher_outputs, hparams):
     _, dropout_rng = _step_keys(state.rng, state.step)
-    images, strong_images = images if strong_shift is not None else (images, None)
+    images, strong_images = images if objective.strong_shift is not None else (images, None)
     labels = batch['labels']
     teacher = None
     if teacher_outputs is not None:
@@ -188,26 +222,8 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
     objective_hparams = dict(hparams, step=state.step, objective_state=state.objective_state,
                              example_index=batch.get('index'),
                              objective_rng=jax.random.fold_in(dropout_rng, 1))
-
-    def loss_fn(trainable):
-      outputs, new_model_state = model.apply(
-          {'params': trainable['student'], **state.model_state}, images, train=True,
-          rngs={'dropout': dropout_rng}, mutable=list(state.model_state),
-          **({'return_features': True} if taps else {}))
-      student = ({'logits': outputs[0], 'features': outputs[1]} if taps
-                 else {'logits': outputs})
-      if strong_images is not None:  # a second forward pass, as the authors' (MLKD)
-        strong, new_model_state = model.apply(
-            {'params': trainable['student'], **new_model_state}, strong_images, train=True,
-            rngs={'dropout': jax.random.fold_in(dropout_rng, 2)}, mutable=list(state.model_state))
-        student['strong_logits'] = strong
-      loss, terms = objective.loss(student, teacher, labels, objective_hparams,
-                                   trainable['objective'])
-      terms = dict(terms)
-      objective_state = terms.pop(objective_lib.STATE, state.objective_state)
-      task = terms.pop(objective_lib.TASK, None)
-      return loss, (student['logits'], new_model_state, terms, objective_state, task)
-
+    loss_fn = _loss_fn(model, objective, taps, state, (images, strong_images), dropout_rng,
+                       teacher, labels, objective_hparams)
     trainable = _trainable(state.params, state.objective_params)
     if split_gradients:
       loss, (logits, new_model_state, terms, objective_state), grads = _split_gradients(
@@ -233,14 +249,37 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
       new_state = _frozen_if_diverged(new_state, state, loss)
     return new_state, metrics
 
-  def train_step(state: TrainState, batch, teacher_variables, hparams):
-    images = inputs(state.rng, state.step, batch)
-    return update(state, batch, images, teacher_outputs_of(images, batch, teacher_variables),
-                  hparams)
+  return update
 
-  train_step.parts = StepParts(inputs=inputs, teacher_outputs=teacher_outputs_of, update=update,
-                               teacher_in_step=teacher_model is not None)
-  return train_step
+
+def _loss_fn(model: nn.Module, objective: objective_lib.Objective, taps: bool,
+             state: TrainState, images, dropout_rng, teacher, labels,
+             objective_hparams) -> Callable:
+  """`loss_fn(trainable) -> (loss, (logits, model_state, terms, objective_state, task))`:
+  the objective of one step as a function of what the optimizer updates. `images` is the
+  pair (images, second view or None)."""
+  images, strong_images = images
+
+  def loss_fn(trainable):
+    outputs, new_model_state = model.apply(
+        {'params': trainable['student'], **state.model_state}, images, train=True,
+        rngs={'dropout': dropout_rng}, mutable=list(state.model_state),
+        **({'return_features': True} if taps else {}))
+    student = ({'logits': outputs[0], 'features': outputs[1]} if taps
+               else {'logits': outputs})
+    if strong_images is not None:  # a second forward pass, as the authors' (MLKD)
+      strong, new_model_state = model.apply(
+          {'params': trainable['student'], **new_model_state}, strong_images, train=True,
+          rngs={'dropout': jax.random.fold_in(dropout_rng, 2)}, mutable=list(state.model_state))
+      student['strong_logits'] = strong
+    loss, terms = objective.loss(student, teacher, labels, objective_hparams,
+                                 trainable['objective'])
+    terms = dict(terms)
+    objective_state = terms.pop(objective_lib.STATE, state.objective_state)
+    task = terms.pop(objective_lib.TASK, None)
+    return loss, (student['logits'], new_model_state, terms, objective_state, task)
+
+  return loss_fn
 
 
 def _teacher_outputs(teacher_model, taps: bool, images, batch, teacher_variables):
