@@ -190,6 +190,7 @@ def test_attacks_agree_with_foolbox(mnist_model):
       float(np.mean(np.asarray(success))))
 
 
+@pytest.mark.slow  # the evaluate command end to end, in a process of its own
 def test_evaluate_command_attacks_any_finished_run(mnist_model, mnist_data_dir, capsys):
   from kdjax import evaluate
   workdir = mnist_model[3]

@@ -186,12 +186,13 @@ def test_gradients_are_finite_where_embeddings_coincide():
   t = _rng(8).normal(size=(6, 5)).astype(np.float32)
   t[4] = t[2]
   for loss in (methods.rkd_loss, methods.pkt_loss):
-    value, grad = jax.value_and_grad(loss)(jnp.asarray(s), jnp.asarray(t))
+    # Compiled: one program, not one per operation.
+    value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(s), jnp.asarray(t))
     assert np.isfinite(float(value)) and np.all(np.isfinite(grad)), loss.__name__
     assert np.abs(grad).sum() > 0
   features = np.zeros((2, 4, 4, 3), np.float32)  # an all-zero map: attention 0 / 0
   for loss in (methods.at_loss, methods.sp_loss, methods.nst_loss):
-    grad = jax.grad(loss)(jnp.asarray(features), jnp.ones((2, 4, 4, 3)))
+    grad = jax.jit(jax.grad(loss))(jnp.asarray(features), jnp.ones((2, 4, 4, 3)))
     assert np.all(np.isfinite(grad)), loss.__name__
 
 
