@@ -1,6 +1,6 @@
 r"""Speed of kdjax's training programs on this machine, measured in one run.
 
-  python -m experiments.benchmark [--quick] [--json=PATH] [--repeats=3]
+  python -m experiments.benchmark [--quick] [--json=PATH] [--repeats=3] [--sections=a,b,...]
 
 Prints one table. Every row is timed after its program has been compiled
 (compile time is its own column), as the median of `--repeats` calls, on
@@ -31,6 +31,14 @@ depend on the pixel values). Rows:
   (g) on CPU: a scanned epoch of LightNN (seed 004's conv student; SGD with
       momentum) with XLA's convolution ($KDJAX_CPU_CONV=xla) and with
       kdjax's (shifted slices and one matrix product, the CPU default).
+  (h) only when named in --sections: ImageNet ResNet-18 and ResNet-50 train
+      steps in float32 and bfloat16, and ResNet-50 → ResNet-18 distillation
+      with the teacher in the step, each with its achieved FLOP/s beside a
+      matrix product's in the same dtype (experiments/benchmark_resnet.py;
+      224 px at batch 256 on an accelerator, a 64 px smoke test on the CPU).
+
+`--sections` runs a subset (default a-g); (b)-(e) also run (a)'s teacher, and
+(c) and (d) are measured together.
 
 The ratios the table ends with are the ones kdjax's speed targets are
 stated in: (a) ≥ 0.75 of the dot's GFLOP/s, (b) cached ≤ 1.15 × alone,
@@ -54,6 +62,9 @@ from absl import app, flags
 flags.DEFINE_bool('quick', False, 'small sizes: seconds, for a smoke test')
 flags.DEFINE_integer('repeats', 3, 'timed calls per row (median reported)', lower_bound=1)
 flags.DEFINE_string('json', '', 'also write the table to this JSON file')
+SECTIONS = 'abcdefgh'
+flags.DEFINE_list('sections', list('abcdefg'),
+                  'sections to run, among a-h (h, the ImageNet ResNets, only when named)')
 FLAGS = flags.FLAGS
 
 
@@ -118,28 +129,23 @@ def _command_ratios(commands: list[dict]) -> None:
       r['ratios'] = ratios_f
 
 
-def _ratios(gflops: dict, b_seconds: dict, small: dict, g_seconds: dict, stream_seconds,
-            commands: list[dict]) -> list[tuple]:
-  """(section, ratio, measured, target) of every speed target; pops the commands' ratios."""
-  ratios = [
-      ('a', 'teacher step GFLOP/s / jnp.dot GFLOP/s', gflops['teacher'] / gflops['dot'],
-       '>= 0.75'),
-      ('b', 'cached-teacher epoch / student-alone epoch',
-       b_seconds['cached teacher logits'] / b_seconds['alone'], '<= 1.15'),
-      ('b', 'teacher-in-step epoch / student-alone epoch',
-       b_seconds['teacher in the step'] / b_seconds['alone'], '(none)'),
-      ('c', 'vectorised 3x3 grid / one student', small['grid'] / small['one'], '<= 2'),
-      ('c', 'nine sequential runs / vectorised grid', small['nine'] / small['grid'], '>= 4'),
-      ('d', 'host loop / on-device epoch', small['host'] / small['one'], '>= 1.5'),
-  ]
-  if g_seconds:
-    ratios.append(('g', "XLA's / kdjax's convolution, LightNN epoch on CPU",
-                   g_seconds['xla'] / g_seconds['patches'], '>= 2'))
-  if stream_seconds is not None:
-    ratios.append(('e', 'streamed epoch / on-device epoch', stream_seconds / b_seconds['alone'],
-                   '(none)'))
-  for r in commands:
-    ratios.extend(r.pop('ratios', []))
+def _ratios(gflops: dict, b_seconds: dict, small: dict) -> list[tuple]:
+  """(section, ratio, measured, target) of sections (a)-(d)'s speed targets, for those
+  measured."""
+  ratios = []
+  if gflops.get('teacher'):
+    ratios.append(('a', 'teacher step GFLOP/s / jnp.dot GFLOP/s',
+                   gflops['teacher'] / gflops['dot'], '>= 0.75'))
+  if b_seconds:
+    ratios += [('b', 'cached-teacher epoch / student-alone epoch',
+                b_seconds['cached teacher logits'] / b_seconds['alone'], '<= 1.15'),
+               ('b', 'teacher-in-step epoch / student-alone epoch',
+                b_seconds['teacher in the step'] / b_seconds['alone'], '(none)')]
+  if small:
+    ratios += [('c', 'vectorised 3x3 grid / one student', small['grid'] / small['one'], '<= 2'),
+               ('c', 'nine sequential runs / vectorised grid', small['nine'] / small['grid'],
+                '>= 4'),
+               ('d', 'host loop / on-device epoch', small['host'] / small['one'], '>= 1.5')]
   return ratios
 
 
@@ -181,33 +187,64 @@ def _print_tables(bench, devices: str, commands: list[dict], ratios: list[tuple]
   print(f'\npeak resident memory: {peak:,.0f} MiB')
 
 
+def _measure(sections: set, bench) -> tuple[list[dict], list[tuple]]:
+  """Runs the chosen sections' programs into `bench`; (whole commands' rows, ratios)."""
+  from experiments import benchmark_programs as programs
+  from experiments import benchmark_resnet
+  from kdjax import data as data_lib
+
+  gflops, b_seconds, small, ratios = {}, {}, {}, []
+  if sections & set('abcde'):  # (b)-(e) distil from (a)'s teacher
+    gflops['dot'] = programs.measure_dot(bench)
+    teacher, teacher_state, gflops['teacher'] = programs.measure_teacher_step(bench)
+    teacher_variables, cached_data = programs.teacher_logits(bench, teacher, teacher_state)
+  if sections & set('be'):
+    b_seconds, student, student_tx, alone_step = programs.measure_student_epochs(
+        bench, teacher, teacher_variables, cached_data)
+  if sections & set('cd'):
+    small = programs.measure_small_students(bench, cached_data)
+  ratios += _ratios(gflops, b_seconds, small)
+  if 'e' in sections:
+    stream_seconds = programs.measure_stream(bench, alone_step, student, student_tx,
+                                             b_seconds['alone'])
+    if stream_seconds is not None:
+      ratios.append(('e', 'streamed epoch / on-device epoch',
+                     stream_seconds / b_seconds['alone'], '(none)'))
+  if 'g' in sections:
+    g_seconds = programs.measure_convolutions(bench)
+    if g_seconds:
+      ratios.append(('g', "XLA's / kdjax's convolution, LightNN epoch on CPU",
+                     g_seconds['xla'] / g_seconds['patches'], '>= 2'))
+  if 'h' in sections:
+    ratios += benchmark_resnet.ratios(benchmark_resnet.measure_resnets(bench))
+  commands = []
+  if 'f' in sections and data_lib.is_prepared('mnist'):
+    commands = _whole_commands(bench.quick)
+    _command_ratios(commands)
+    for r in commands:
+      ratios.extend(r.pop('ratios', []))
+  return commands, ratios
+
+
 def main(argv):
   del argv
   import jax
 
   from experiments import benchmark_programs as programs
-  from kdjax import data as data_lib
 
+  sections = set(FLAGS.sections)
+  if not sections or not sections <= set(SECTIONS):
+    raise app.UsageError(f'--sections={",".join(FLAGS.sections)}: choose among '
+                         f'{",".join(SECTIONS)}')
   bench = programs.Bench(FLAGS.quick, FLAGS.repeats)
-  gflops = {'dot': programs.measure_dot(bench)}
-  teacher, teacher_state, gflops['teacher'] = programs.measure_teacher_step(bench)
-  teacher_variables, cached_data = programs.teacher_logits(bench, teacher, teacher_state)
-  b_seconds, student, student_tx, alone_step = programs.measure_student_epochs(
-      bench, teacher, teacher_variables, cached_data)
-  small = programs.measure_small_students(bench, cached_data)
-  stream_seconds = programs.measure_stream(bench, alone_step, student, student_tx,
-                                           b_seconds['alone'])
-  g_seconds = programs.measure_convolutions(bench)
-  commands = _whole_commands(bench.quick) if data_lib.is_prepared('mnist') else []
-  _command_ratios(commands)
-  ratios = _ratios(gflops, b_seconds, small, g_seconds, stream_seconds, commands)
+  commands, ratios = _measure(sections, bench)
   peak = _peak_rss_mib()
   devices = f'{jax.device_count()} x {jax.devices()[0].device_kind}'
   _print_tables(bench, devices, commands, ratios, peak)
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump({'devices': devices, 'quick': bench.quick, 'repeats': bench.repeats,
-                 'rows': bench.rows, 'whole_commands': commands,
+                 'sections': sorted(sections), 'rows': bench.rows, 'whole_commands': commands,
                  'ratios': [{'section': s, 'name': n, 'value': v, 'target': t,
                              'met': _meets(v, t)} for s, n, v, t in ratios],
                  'peak_rss_mib': peak}, f, indent=1)

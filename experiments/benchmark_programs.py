@@ -59,9 +59,9 @@ class Bench:
     return median_seconds(fn, self.repeats)
 
   def epoch_program(self, train_step, state, batch_data, teacher_variables, hparams,
-                    num_members=0, num_steps=None):
+                    num_members=0, num_steps=None, batch_size=BATCH):
     """Compiles an on-device epoch; returns (run(hparams=...) -> None, compile seconds)."""
-    epoch = step_lib.make_epoch(train_step, mesh=self.mesh, batch_size=BATCH,
+    epoch = step_lib.make_epoch(train_step, mesh=self.mesh, batch_size=batch_size,
                                 steps_per_epoch=num_steps or self.steps,
                                 num_members=num_members)
     start = time.perf_counter()
@@ -133,9 +133,10 @@ def measure_teacher_step(bench: Bench):
   run, compile_seconds = bench.epoch_program(teacher_step, teacher_state, bench.data, None,
                                              bench.plain, num_steps=a_steps)
   seconds = bench.median_seconds(run)
-  teacher_gflops = step_flops * a_steps / seconds / 1e9
+  teacher_gflops = step_flops * a_steps / seconds / 1e9 if step_flops else None
+  rate = {'gflops_per_second': teacher_gflops} if teacher_gflops else {}
   bench.add('a', '1200-1200 teacher train step', seconds / a_steps, BATCH, compile_seconds,
-            gflops_per_second=teacher_gflops, flops_per_step=step_flops)
+            flops_per_step=step_flops, **rate)
   return teacher, teacher_state, teacher_gflops
 
 

@@ -79,6 +79,16 @@ def pytest_terminal_summary(terminalreporter):
       'counted)')
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _full_float32_on_accelerators():
+  """The suite compares float32 programs at float32 tolerances: on a GPU or TPU, whose
+  float32 matrix products and convolutions otherwise run in TF32 / bf16 passes, it runs
+  them at full float32 precision."""
+  if jax.default_backend() != 'cpu':
+    jax.config.update('jax_default_matmul_precision', 'highest')
+  yield
+
+
 @pytest.fixture
 def patches_conv(monkeypatch):
   """kdjax's own CPU convolution (shifted slices and a matrix product) for one test."""

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.losses import safe_norm
+from kdjax.losses import EXACT, safe_norm
 
 _EPS = 1e-12  # torch.nn.functional.normalize's default
 
@@ -37,7 +37,7 @@ def adaptive_avg_pool(x, height: int, width: int):
     return x
   rows = jnp.asarray(_pool_matrix(x.shape[1], height), x.dtype)
   cols = jnp.asarray(_pool_matrix(x.shape[2], width), x.dtype)
-  return jnp.einsum('ih,bhwc,jw->bijc', rows, x, cols)
+  return jnp.einsum('ih,bhwc,jw->bijc', rows, x, cols, precision=EXACT)
 
 
 def _same_spatial_size(student, teacher):
@@ -83,7 +83,7 @@ def sp_loss(student_feature, teacher_feature):
 
   def gram(feature):
     flat = feature.reshape(batch, -1)
-    return _normalize(flat @ flat.T)
+    return _normalize(jnp.matmul(flat, flat.T, precision=EXACT))
 
   diff = gram(teacher_feature) - gram(student_feature)
   return jnp.sum(diff * diff) / (batch * batch)
@@ -108,6 +108,6 @@ def nst_loss(student_feature, teacher_feature):
   s, t = channels(student_feature), channels(teacher_feature)
 
   def kernel_mean(a, b):
-    return jnp.mean(jnp.einsum('bip,bjp->bij', a, b) ** 2)
+    return jnp.mean(jnp.einsum('bip,bjp->bij', a, b, precision=EXACT) ** 2)
 
   return jax.lax.stop_gradient(kernel_mean(t, t)) + kernel_mean(s, s) - 2 * kernel_mean(s, t)

@@ -36,6 +36,10 @@ from kdjax import losses
 TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
 
 
+
+def _gram(a, b):
+  return jnp.matmul(a, b, precision=losses.EXACT)
+
 def _probabilities(logits, temperature):
   return jax.nn.softmax(logits / temperature, axis=-1)
 
@@ -53,7 +57,7 @@ def class_loss(student_logits, teacher_logits, *, temperature: float):
   """
   p_s, p_t = _probabilities(student_logits, temperature), _probabilities(teacher_logits,
                                                                            temperature)
-  return jnp.sum((p_t.T @ p_t - p_s.T @ p_s) ** 2) / student_logits.shape[-1]
+  return jnp.sum((_gram(p_t.T, p_t) - _gram(p_s.T, p_s)) ** 2) / student_logits.shape[-1]
 
 
 def batch_loss(student_logits, teacher_logits, *, temperature: float):
@@ -63,7 +67,7 @@ def batch_loss(student_logits, teacher_logits, *, temperature: float):
   """
   p_s, p_t = _probabilities(student_logits, temperature), _probabilities(teacher_logits,
                                                                            temperature)
-  return jnp.sum((p_t @ p_t.T - p_s @ p_s.T) ** 2) / student_logits.shape[0]
+  return jnp.sum((_gram(p_t, p_t.T) - _gram(p_s, p_s.T)) ** 2) / student_logits.shape[0]
 
 
 def confidence_masks(teacher_weak_logits):

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses import safe_norm
+from kdjax.losses import EXACT, safe_norm
 from kdjax.methods.features import _normalize
 
 
@@ -23,7 +23,7 @@ def pkt_loss(student_embedding, teacher_embedding, *, eps: float = 1e-7):
     norm = safe_norm(embedding, axis=1, keepdims=True)
     # A zero embedding: 0 (as x / (0 + eps)), with a zero gradient instead of I / eps.
     unit = jnp.where(norm > 0, embedding / (norm + eps), 0.0)
-    similarity = (unit @ unit.T + 1.0) / 2.0
+    similarity = (jnp.matmul(unit, unit.T, precision=EXACT) + 1.0) / 2.0
     return similarity / jnp.sum(similarity, axis=1, keepdims=True)
 
   p, q = conditional(student_embedding), conditional(teacher_embedding)
@@ -74,7 +74,7 @@ def rkd_loss(student_embedding, teacher_embedding, *, distance_weight: float = 2
 
   def angles(embedding):
     differences = _normalize(embedding[None, :, :] - embedding[:, None, :], axis=2)
-    return jnp.einsum('ijd,ikd->ijk', differences, differences).reshape(-1)
+    return jnp.einsum('ijd,ikd->ijk', differences, differences, precision=EXACT).reshape(-1)
 
   distance = _smooth_l1(scaled_distances(student), scaled_distances(teacher))
   angle = _smooth_l1(angles(student), angles(teacher))

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax.errors import ConfigError
+from kdjax.losses import EXACT
 from kdjax.methods import features as features_lib
 from kdjax.methods import taps as taps_lib
 from kdjax.models import layers
@@ -240,9 +241,10 @@ def crd_scores(memory, embedding, contrast, *, temperature: float, dense: bool |
   if dense is None:
     dense = memory.shape[0] <= 8 * contrast.shape[1]
   if dense:
-    products = jnp.take_along_axis(embedding @ memory.T, contrast, axis=1)
+    products = jnp.take_along_axis(jnp.matmul(embedding, memory.T, precision=EXACT), contrast,
+                                   axis=1)
   else:
-    products = jnp.einsum('bkd,bd->bk', memory[contrast], embedding)
+    products = jnp.einsum('bkd,bd->bk', memory[contrast], embedding, precision=EXACT)
   return jnp.exp(products / temperature)
 
 
@@ -375,7 +377,7 @@ def fsp_matrices(maps: list) -> list:
       bottom = features_lib.adaptive_avg_pool(bottom, *top.shape[1:3])
     elif bottom.shape[1] < top.shape[1]:
       top = features_lib.adaptive_avg_pool(top, *bottom.shape[1:3])
-    out.append(jnp.einsum('bhwi,bhwj->bji', bottom, top) / (bottom.shape[1] * bottom.shape[2]))
+    out.append(jnp.einsum('bhwi,bhwj->bji', bottom, top, precision=EXACT) / (bottom.shape[1] * bottom.shape[2]))
   return out
 
 

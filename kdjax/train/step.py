@@ -434,18 +434,24 @@ def train_step_flops(train_step: Callable, state, batch, teacher_variables, hpar
                      input_groups: tuple[int, ...] | None = None) -> float | None:
   """XLA's operation count of one train step (all members of a sweep together).
 
-  Taken from the lowered program's cost analysis, so nothing is compiled.
+  Taken from the cost analysis of the step lowered for the CPU (nothing is compiled),
+  whatever the default backend, so that convolutions are counted on GPUs too.
   `batch` gives the shapes and dtypes of one batch (`jax.ShapeDtypeStruct`s).
   """
   step_fn = train_step
   if num_members:
     step_fn = vectorise(train_step, member_orders=member_orders, input_groups=input_groups)
-  return lowered_flops(jax.jit(step_fn).lower(state, batch, teacher_variables, hparams))
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  on_cpu = lambda tree: jax.tree.map(  # noqa: E731
+      lambda v: jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v), sharding=cpu), tree)
+  return lowered_flops(jax.jit(step_fn).lower(
+      *map(on_cpu, (state, batch, teacher_variables, hparams))))
 
 
 def lowered_flops(lowered) -> float | None:
   """XLA's operation count of a lowered program (a loop's body counted once); None if
-  the backend gives none."""
+  the backend gives none (GPUs count only compiled programs, without the convolutions
+  they hand to cuDNN)."""
   cost = lowered.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
