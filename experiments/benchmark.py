@@ -65,6 +65,8 @@ flags.DEFINE_string('json', '', 'also write the table to this JSON file')
 SECTIONS = 'abcdefgh'
 flags.DEFINE_list('sections', list('abcdefg'),
                   'sections to run, among a-h (h, the ImageNet ResNets, only when named)')
+flags.register_validator('sections', lambda chosen: bool(chosen) and set(chosen) <= set(SECTIONS),
+                         message=f'choose among {",".join(SECTIONS)}')
 FLAGS = flags.FLAGS
 
 
@@ -233,9 +235,6 @@ def main(argv):
   from experiments import benchmark_programs as programs
 
   sections = set(FLAGS.sections)
-  if not sections or not sections <= set(SECTIONS):
-    raise app.UsageError(f'--sections={",".join(FLAGS.sections)}: choose among '
-                         f'{",".join(SECTIONS)}')
   bench = programs.Bench(FLAGS.quick, FLAGS.repeats)
   commands, ratios = _measure(sections, bench)
   peak = _peak_rss_mib()

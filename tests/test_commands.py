@@ -18,8 +18,12 @@ import shlex
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
+from kdjax import models
+from kdjax.models import flops
 from tests import test_presets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -254,16 +258,41 @@ def test_hinton_mnist_quick_writes_every_row_and_skips_finished_stages(mnist_dat
 
 
 @pytest.mark.slow
-def test_benchmark_prints_its_table(tmp_path, mnist_data_dir, monkeypatch):
+def test_benchmark_prints_its_programs_table(tmp_path, mnist_data_dir, monkeypatch,
+                                            patches_conv):
   monkeypatch.setenv('TFDS_DATA_DIR', mnist_data_dir)  # row (e) streams the real MNIST
-  out = _run('experiments.benchmark', ['--quick', '--repeats=1', f'--json={tmp_path}/b.json'])
+  out = _run('experiments.benchmark', ['--quick', '--repeats=1', '--sections=a,b,c,d,e,g,h',
+                                       f'--json={tmp_path}/b.json'])
   assert out.returncode == 0, out.stderr[-3000:]
   for fragment in ('teacher train step', 'cached teacher logits', '3x3 grid vectorised',
                    'host loop', 'streamed from TFDS', "kdjax's convolution", 'peak resident memory',
+                   'ResNet-18 64px batch 8 train step, bfloat16', 'distillation step',
                    '| ratio | measured | target |'):
     assert fragment in out.stdout, out.stdout
   data = json.loads((tmp_path / 'b.json').read_text())
-  assert len(data['ratios']) == 10 and all(r['value'] > 0 for r in data['ratios'])
+  assert data['whole_commands'] == [] and '| whole command |' not in out.stdout
+  assert [r['section'] for r in data['ratios']].count('h') == 5  # 2 speeds, 3 FLOP rates
+  assert len(data['ratios']) == 13 and all(r['value'] > 0 for r in data['ratios'])
+  teacher = next(r for r in data['rows'] if r['name'] == '1200-1200 teacher train step')
+  # XLA's count of one step: forward + backward ≈ 3 × 2 × batch × weights, within 25%.
+  weights = 784 * 1200 + 1200 * 1200 + 1200 * 10
+  assert 0.75 < teacher['flops_per_step'] / (6 * 128 * weights) < 1.25
+  # (h): a ResNet-18 train step ≈ 3 × its forward pass, per image, within 25%.
+  model = models.create('resnet18', num_classes=1000, stem='imagenet')
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
+                                                train=False))
+  forward = flops.forward_flops_per_example(model, variables, (64, 64, 3))
+  resnet = next(r for r in data['rows'] if r['name'] == 'ResNet-18 64px batch 8 train step, float32')
+  assert 0.75 < resnet['flops_per_step'] / (3 * 8 * forward) < 1.25
+
+
+@pytest.mark.slow
+def test_benchmark_times_whole_commands_cold_and_warm(tmp_path, mnist_data_dir):
+  out = _run('experiments.benchmark', ['--quick', '--repeats=1', '--sections=f',
+                                       f'--json={tmp_path}/b.json'])
+  assert out.returncode == 0, out.stderr[-3000:]
+  data = json.loads((tmp_path / 'b.json').read_text())
+  assert data['rows'] == [] and '| whole command | cache |' in out.stdout
   # (f), quick: the distillation command, cold and warm cache; the warm one
   # compiles less and reaches its first step sooner.
   commands = data['whole_commands']
@@ -273,8 +302,10 @@ def test_benchmark_prints_its_table(tmp_path, mnist_data_dir, monkeypatch):
     assert warm['compile_seconds'] < cold['compile_seconds']
     assert 0 < warm['to_first_step_seconds'] < cold['to_first_step_seconds'] < cold[
         'process_seconds']
-  assert '| whole command | cache |' in out.stdout
-  teacher = next(r for r in data['rows'] if r['name'] == '1200-1200 teacher train step')
-  # XLA's count of one step: forward + backward ≈ 3 × 2 × batch × weights, within 25%.
-  weights = 784 * 1200 + 1200 * 1200 + 1200 * 10
-  assert 0.75 < teacher['flops_per_step'] / (6 * 128 * weights) < 1.25
+  assert [r['section'] for r in data['ratios']] == ['f', 'f']
+
+
+def test_benchmark_refuses_an_unknown_section():
+  out = _run('experiments.benchmark', ['--sections=a,z'])
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert "flag --sections=['a', 'z']: choose among a,b,c,d,e,f,g,h" in out.stderr

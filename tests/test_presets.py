@@ -143,11 +143,11 @@ def check_selections(report: dict) -> None:
     assert 0 <= selection['validation_accuracy'] <= 1 and 0 <= selection['test_accuracy'] <= 1
 
 
-def _run_preset(launcher, name, data_dir, workdir, overrides=None):
+def _run_preset(launcher, name, data_dir, workdir, overrides=None, reuse=False):
   module = importlib.import_module(f'experiments.{launcher}')
   setup, preset = common.make_setup(dict(module.PRESETS[name], **(overrides or {})),
                                     quick=True, data_dir=data_dir)
-  os.makedirs(workdir)
+  os.makedirs(workdir, exist_ok=reuse)
   text = module.body(common.Stages(workdir, setup), dict(preset, name=name))
   with open(os.path.join(workdir, 'report.json')) as f:
     return text, json.load(f), setup, preset
@@ -266,11 +266,12 @@ def test_preset_runs_to_the_end(launcher, name, preset_env, tmp_path):
   run_and_check(launcher, name, preset_env, tmp_path)
 
 
-def run_and_check(launcher, name, preset_env, tmp_path, overrides=None):
+def run_and_check(launcher, name, preset_env, tmp_path, overrides=None, reuse=False):
   """Runs one preset shrunk (with `overrides` of its entries, if any), then checks its
-  stages, report rows and selections."""
+  stages, report rows and selections. With `reuse`, `tmp_path / name` may hold an earlier
+  invocation's finished stages, which the launcher then skips (as a user's rerun does)."""
   text, data, setup, preset = _run_preset(launcher, name, preset_env, str(tmp_path / name),
-                                          overrides)
+                                          overrides, reuse)
   full = importlib.import_module(f'experiments.{launcher}').PRESETS[name]
   # Every stage finished with its own recipe, shrunk in sizes only.
   for stage, workdir in data['stages'].items():

@@ -1,8 +1,10 @@
 """Every method_zoo preset end to end, as tests/test_presets.py runs the other launchers'.
 
 Each preset runs as several tests of at most four methods besides KD (KD in every one: the
-cost table is relative to it), every method of the zoo in one of them; the teacher and the
-student alone are trained again in each, from programs the compilation cache already holds.
+cost table is relative to it), every method of the zoo in one of them. The groups of a
+preset that run in one test process share its workdir, as a user adding methods to a
+finished comparison does: the first trains the teacher, the student alone and KD, the
+later ones find those stages finished and train only their own methods.
 """
 
 import pytest
@@ -26,6 +28,13 @@ def test_the_groups_cover_every_method():
 @pytest.mark.slow  # end to end: `make test-all`
 @pytest.mark.parametrize('name, methods', CASES,
                          ids=[f'method_zoo:{n}:{"+".join(g[1:])}' for n, g in CASES])
-def test_preset_runs_to_the_end(name, methods, preset_env, tmp_path):  # noqa: F811
-  test_presets.run_and_check('method_zoo', name, preset_env, tmp_path,
-                             overrides={'methods': methods})
+def test_preset_runs_to_the_end(name, methods, preset_env, zoo_root):  # noqa: F811
+  test_presets.run_and_check('method_zoo', name, preset_env, zoo_root,
+                             overrides={'methods': methods}, reuse=True)
+
+
+@pytest.fixture(scope='module')
+def zoo_root(tmp_path_factory):
+  """One directory per test process (each xdist worker has its own) for the presets'
+  workdirs."""
+  return tmp_path_factory.mktemp('zoo')
