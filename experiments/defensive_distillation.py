@@ -136,7 +136,8 @@ class Attacker:
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     from kdjax import attacks  # pylint: disable=import-outside-toplevel
-    batch = min(self.batch, len(labels))  # one compiled shape per attack and size asked for
+    # One compiled shape per attack and size asked for, whatever the network gets right.
+    batch = min(self.batch, len(labels))
     correct = np.asarray(self.predict(variables, images) == labels)
     images, labels = images[correct], labels[correct]
     measured, crafted = [], []
@@ -148,10 +149,11 @@ class Attacker:
         x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)])
         y = jnp.concatenate([y, jnp.repeat(y[-1:], pad, axis=0)])
       adversarial, aims = fn(variables, x, y, jax.random.PRNGKey(seed + start), **kwargs)
+      predicted = self.predict(variables, adversarial)[:valid]  # on the whole batch's shape
       adversarial, aims, x = adversarial[:valid], aims[:valid], x[:valid]
       crafted.append(np.asarray(adversarial))
       measured.append(attacks.measure(None, x, adversarial, aims, targeted=targeted,
-                                      predicted=self.predict(variables, adversarial)))
+                                      predicted=predicted))
     summary = attacks.combine(measured)
     return {'attacked': summary['examples'], **summary,
             'adversarial': (jnp.asarray(np.concatenate(crafted)) if crafted else images),

@@ -43,6 +43,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 NORMS = ('linf', 'l2')
@@ -325,18 +326,22 @@ def measure(logits_fn: LogitsFn | None, images: jax.Array, adversarial: jax.Arra
   """
   if predicted is None:
     predicted = predictions(logits_fn, adversarial)
+  # A summary on the host, in NumPy: no program compiled per batch size.
+  predicted, labels = np.asarray(predicted), np.asarray(labels)
+  images = np.asarray(images, np.float32)
+  adversarial = np.asarray(adversarial, np.float32)
   success = (predicted == labels) if targeted else (predicted != labels)
-  finite = jnp.all(jnp.isfinite(adversarial.reshape(images.shape[0], -1)), axis=-1)
+  finite = np.all(np.isfinite(adversarial.reshape(images.shape[0], -1)), axis=-1)
   success = success & finite
   delta = (adversarial - images).reshape(images.shape[0], -1)
-  sizes = {'l0': jnp.sum(jnp.abs(delta) > 1e-6, axis=-1).astype(jnp.float32),
-           'l2': jnp.sqrt(jnp.sum(jnp.square(delta), axis=-1)),
-           'linf': jnp.max(jnp.abs(delta), axis=-1)}
-  count = jnp.sum(success)
-  out = {'examples': int(images.shape[0]), 'successes': int(count),
+  sizes = {'l0': np.sum(np.abs(delta) > 1e-6, axis=-1).astype(np.float32),
+           'l2': np.sqrt(np.sum(np.square(delta), axis=-1)),
+           'linf': np.max(np.abs(delta), axis=-1)}
+  count = int(np.sum(success))
+  out = {'examples': int(images.shape[0]), 'successes': count,
          'success_rate': float(count / images.shape[0])}
   for name, size in sizes.items():
-    out[f'mean_{name}'] = float(jnp.sum(jnp.where(success, size, 0)) / count) if count else None
+    out[f'mean_{name}'] = float(np.sum(np.where(success, size, 0)) / count) if count else None
   return out
 
 
