@@ -23,6 +23,7 @@ OPTIMIZERS = ('sgd', 'adam', 'adamw', 'dot')
 SCHEDULES = ('constant', 'exponential', 'step', 'cosine')
 SUMMARY_WRITERS = ('tensorboard', 'clu', 'none')
 TEACHER_CACHE = ('auto', True, False)
+TEACHER_ENSEMBLES = ('probs', 'logits')
 PIPELINES = ('auto', 'device', 'stream')
 
 # Fields that change how a run is executed or logged, not what it computes;
@@ -108,6 +109,12 @@ def default() -> ml_collections.ConfigDict:
   # A teacher trained on another dataset (same classes and image shape) is
   # refused unless this marks the run as a deliberate transfer experiment.
   c.teacher.allow_other_dataset = False
+  # An ensemble: teacher.workdir names a sweep's directory (all its members) or a
+  # comma-separated list of run directories. 'probs': the mean of the members'
+  # probabilities at distill.temperature (the loss sees logits whose softmax at T
+  # is that mean; kdjax.train.teacher.combine); 'logits': the mean logits.
+  c.teacher.ensemble = 'probs'
+  c.teacher.weights = ()  # one weight per member (normalised to sum 1); () = equal
 
   c.distill = ml_collections.ConfigDict()
   c.distill.temperature = 4.0
@@ -281,6 +288,7 @@ def check_fields(c: ml_collections.ConfigDict) -> None:
   if c.teacher.cache is True and (c.augment.max_shift > 0 or c.augment.flip):
     fail('teacher.cache', True, 'cached teacher logits are of un-augmented images while the '
          "student sees augmented ones; use teacher.cache='auto' (the teacher runs in the step)")
+  _validate_teacher(c)
   if not isinstance(c.distill.standardize, bool):
     fail('distill.standardize', c.distill.standardize, 'must be True or False')
   for value in c.sweep.temperature:
@@ -309,6 +317,16 @@ def check_fields(c: ml_collections.ConfigDict) -> None:
   if not c.teacher.workdir and any(len(c.sweep[k]) for k in ('temperature', 'alpha', 'kind')):
     fail('sweep', 'temperature/alpha/kind',
          'sweeping distillation settings needs teacher.workdir')
+
+
+def _validate_teacher(c: ml_collections.ConfigDict) -> None:
+  """An ensemble's settings (its members are checked in kdjax.train.teacher)."""
+  if c.teacher.ensemble not in TEACHER_ENSEMBLES:
+    fail('teacher.ensemble', c.teacher.ensemble, f'must be one of {TEACHER_ENSEMBLES}')
+  weights = tuple(c.teacher.weights)
+  if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0
+         for w in weights) or (weights and not sum(weights) > 0):
+    fail('teacher.weights', weights, 'must be numbers >= 0 with a positive sum')
 
 
 def _validate_dot(c: ml_collections.ConfigDict) -> None:

@@ -175,7 +175,7 @@ TEACHER = {
     'cifar100': (ConfigError, 'the teacher has 100 classes'),
     'cifar10': (ConfigError, 'input shape (32, 32, 3)'),
     'fashion_mnist': (ConfigError, 'allow_other_dataset'),
-    'sweep': (ConfigError, 'is a sweep'),
+    'sweep': (WorkdirError, "the sweep's member seed0"),
 }
 
 
