@@ -36,6 +36,9 @@ depend on the pixel values). Rows:
       with the teacher in the step, each with its achieved FLOP/s beside a
       matrix product's in the same dtype (experiments/benchmark_resnet.py;
       224 px at batch 256 on an accelerator, a 64 px smoke test on the CPU).
+  (i) only when named in --sections: an ensemble's 10 teachers (own seeds and data
+      orders) as one vectorised epoch program vs 10 separate runs, for the
+      1200-1200 and 256-256 teachers (experiments/benchmark_ensemble.py).
 
 `--sections` runs a subset (default a-g); (b)-(e) also run (a)'s teacher, and
 (c) and (d) are measured together.
@@ -44,7 +47,8 @@ The ratios the table ends with are the ones kdjax's speed targets are
 stated in: (a) ≥ 0.75 of the dot's GFLOP/s, (b) cached ≤ 1.15 × alone,
 (c) grid ≤ 2 × one student and ≥ 4 × faster than nine in a row,
 (d) on-device ≥ 1.5 × faster than the host loop, (g) kdjax's convolution
-≥ 2 × faster than XLA's on CPU, (f) warm: first step
+≥ 2 × faster than XLA's on CPU, (i) 10 separate runs ≥ 3 × the vectorised
+ensemble, (f) warm: first step
 ≤ 3 s after launch, whole ≤ 1.3 × training for the distillation and ≤ 2 ×
 for the grid.
 """
@@ -62,9 +66,10 @@ from absl import app, flags
 flags.DEFINE_bool('quick', False, 'small sizes: seconds, for a smoke test')
 flags.DEFINE_integer('repeats', 3, 'timed calls per row (median reported)', lower_bound=1)
 flags.DEFINE_string('json', '', 'also write the table to this JSON file')
-SECTIONS = 'abcdefgh'
+SECTIONS = 'abcdefghi'
 flags.DEFINE_list('sections', list('abcdefg'),
-                  'sections to run, among a-h (h, the ImageNet ResNets, only when named)')
+                  'sections to run, among a-i (h, the ImageNet ResNets, and i, the ensemble, '
+                  'only when named)')
 flags.register_validator('sections', lambda chosen: bool(chosen) and set(chosen) <= set(SECTIONS),
                          message=f'choose among {",".join(SECTIONS)}')
 FLAGS = flags.FLAGS
@@ -191,6 +196,7 @@ def _print_tables(bench, devices: str, commands: list[dict], ratios: list[tuple]
 
 def _measure(sections: set, bench) -> tuple[list[dict], list[tuple]]:
   """Runs the chosen sections' programs into `bench`; (whole commands' rows, ratios)."""
+  from experiments import benchmark_ensemble
   from experiments import benchmark_programs as programs
   from experiments import benchmark_resnet
   from kdjax import data as data_lib
@@ -219,6 +225,8 @@ def _measure(sections: set, bench) -> tuple[list[dict], list[tuple]]:
                      g_seconds['xla'] / g_seconds['patches'], '>= 2'))
   if 'h' in sections:
     ratios += benchmark_resnet.ratios(benchmark_resnet.measure_resnets(bench))
+  if 'i' in sections:
+    ratios += benchmark_ensemble.measure(bench)
   commands = []
   if 'f' in sections and data_lib.is_prepared('mnist'):
     commands = _whole_commands(bench.quick)

@@ -81,7 +81,8 @@ def _config(stages: common.Stages, preset: dict, *, seeds: int, first_seed: int,
   if subset:
     full = c.train_examples
     c.train_examples = subset
-    c.num_epochs = c.num_epochs * max(1, full // subset)  # the full-data run's steps
+    if not setup.quick:  # the full-data run's steps
+      c.num_epochs = c.num_epochs * max(1, full // subset)
     c.eval_every = c.checkpoint_every = max(1, c.num_epochs // 5)
   return c
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import special
 
+from experiments import ensembles_report
 from kdjax import config as config_lib
 from kdjax import data, report
 from kdjax.errors import KDError
@@ -206,3 +207,10 @@ def test_members_of_two_architectures_run_in_one_pass_each(runs, mnist_data_dir)
                              atol=1e-5)
   with pytest.raises(KDError, match='logits only'):
     teacher.model.apply(teacher.variables, images, return_features=True)
+
+
+def test_share_of_the_gain_by_hand():
+  """Hinton's speech table: (60.8 − 58.9) / (61.1 − 58.9) = 86 %."""
+  assert ensembles_report.share_of_gain(0.589, 0.611, 0.608) == pytest.approx(86.36, abs=0.01)
+  assert ensembles_report.share_of_gain(0.90, 0.92, 0.89) == pytest.approx(-50.0)
+  assert ensembles_report.share_of_gain(0.9, 0.9, 0.95) is None
