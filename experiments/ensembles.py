@@ -52,11 +52,12 @@ HINTON = {'baseline': 58.9, 'ensemble': 61.1, 'distilled': 60.8, 'subset_hard': 
 
 def _config(stages: common.Stages, preset: dict, *, seeds: int, first_seed: int,
             teacher: str = '', temperature: float | None = None,
-            subset: int = 0) -> ml_collections.ConfigDict:
+            subset: tuple[int, int] | None = None) -> ml_collections.ConfigDict:
   """A run of the preset's network: Hinton's MNIST teacher recipe at the preset's size.
 
-  With `teacher`, distilled at `temperature` with the shared --alpha; with `subset`,
-  on that many training examples for as many steps as the full-data run.
+  With `teacher`, distilled at `temperature` with the shared --alpha; with `subset`
+  (examples, the full-data run's examples), on that many training examples for as many
+  steps as the full-data run.
   """
   from configs import mnist_teacher
   setup = stages.setup
@@ -79,10 +80,11 @@ def _config(stages: common.Stages, preset: dict, *, seeds: int, first_seed: int,
     c.distill.alpha = common.ALPHA.value
   c = common.shrunk(c) if setup.quick else c
   if subset:
-    full = c.train_examples
-    c.train_examples = subset
-    if not setup.quick:  # the full-data run's steps
-      c.num_epochs = c.num_epochs * max(1, full // subset)
+    small, full = subset
+    c.train_examples = small
+    if not setup.quick:  # as many steps as the full-data run: more epochs
+      full_steps = c.num_epochs * (full // c.batch_size)
+      c.num_epochs = max(c.num_epochs, -(-full_steps // max(1, small // c.batch_size)))
     c.eval_every = c.checkpoint_every = max(1, c.num_epochs // 5)
   return c
 
@@ -114,10 +116,12 @@ def body(stages: common.Stages, preset: dict) -> str:
   ens_t, ens_selection, _ = common.select(
       'student from the ensemble: T', {(t,): common.members(r) for t, r in ensemble.items()},
       ('temperature',))
-  small = max(int(round(preset['subset'] * _full_train_count(teachers))),
+  full = _full_train_count(teachers)
+  small = max(int(round(preset['subset'] * full)),
               stages.setup.batch_size if not stages.setup.quick else common.QUICK_BATCH)
-  subset_alone = stages.run('subset_alone', student(subset=small))
-  subset_soft = stages.run('subset_ensemble', student(subset=small, teacher=teachers['workdir'],
+  subset_alone = stages.run('subset_alone', student(subset=(small, full)))
+  subset_soft = stages.run('subset_ensemble', student(subset=(small, full),
+                                                      teacher=teachers['workdir'],
                                                       temperature=ens_t[0]))
   runs = dict(teachers=common.members(teachers), alone=common.members(alone),
               one=common.group(common.members(one), ('temperature',))[one_t],
