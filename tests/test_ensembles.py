@@ -12,7 +12,7 @@ from scipy import special
 
 from experiments import ensembles_report
 from kdjax import config as config_lib
-from kdjax import data, report
+from kdjax import data, losses, report
 from kdjax.errors import KDError
 from kdjax.train import feed as feed_lib
 from kdjax.train import loop
@@ -214,3 +214,17 @@ def test_share_of_the_gain_by_hand():
   assert ensembles_report.share_of_gain(0.589, 0.611, 0.608) == pytest.approx(86.36, abs=0.01)
   assert ensembles_report.share_of_gain(0.90, 0.92, 0.89) == pytest.approx(-50.0)
   assert ensembles_report.share_of_gain(0.9, 0.9, 0.95) is None
+
+
+@pytest.mark.parametrize('kind', ['kl', 'soft_ce', 'mse_logits', 'mse_probs', 'cosine'])
+def test_every_soft_loss_sees_k_identical_teachers_as_one(kind):
+  """The loss against three copies of a teacher is the loss against it: every kind reads
+  probabilities at T but mse_logits, which matches the centred logits (x − mean)."""
+  rng = np.random.default_rng(0)
+  z, s = rng.normal(size=(2, 5, 4)) * 3
+  for ensemble in ('probs', 'logits'):
+    x = teacher_lib.combine(np.stack([z, z, z]), (1 / 3,) * 3, ensemble, 2.5)
+    one = z - z.mean(-1, keepdims=True) if kind == 'mse_logits' and ensemble == 'probs' else z
+    np.testing.assert_allclose(
+        losses.soft_target_loss(s, x, temperature=2.5, kind=kind),
+        losses.soft_target_loss(s, one, temperature=2.5, kind=kind), rtol=2e-5, atol=1e-6)
