@@ -14,6 +14,7 @@ from kdjax import config as config_lib
 from kdjax import evaluators
 from kdjax import models
 from kdjax import objectives
+from kdjax import online
 from kdjax.data import catalog
 from kdjax.methods import registry as methods_registry
 
@@ -26,6 +27,7 @@ SECTIONS = (
     objectives.check_config,
     methods_registry.check_config,
     evaluators.check_config,
+    online.check_config,
 )
 
 

@@ -65,6 +65,9 @@ def default() -> ml_collections.ConfigDict:
   # Mirrored digits and clothes are not the same classes: flips on 1-channel
   # datasets (MNIST, Fashion-MNIST) are refused unless this says they are meant.
   c.augment.allow_flip = False
+  # Mixup (Beyer et al. 2022's function matching): each step mixes the batch with itself
+  # rolled by one, lam ~ Beta(mixup, mixup) per batch; 0 = off. Needs distill.consistent.
+  c.augment.mixup = 0.0
 
   # `name` picks the registered model; the other fields are that family's options.
   c.model = ml_collections.ConfigDict({'name': 'mlp', 'hidden': (800, 800)})
@@ -130,6 +133,21 @@ def default() -> ml_collections.ConfigDict:
   # the soft-target term of logit KD (and of DKD, and of MLKD's KD terms); the
   # cross-entropy keeps raw logits.
   c.distill.standardize = False
+  # Function matching (Beyer et al. 2022): the teacher runs in the step on the very
+  # images the student sees (augmented, and mixed with augment.mixup), never cached.
+  c.distill.consistent = False
+
+  # Online distillation (kdjax.online): a cohort of students, the members of a
+  # vectorised seed sweep (config.sweep.seed), that teach each other. 'dml' (Zhang et
+  # al. 2018): each member minimises CE + weight · T² · KL(mean of the others'
+  # predictions at T, detached ‖ its own); 'codistill' (Anil et al. 2018): the same with
+  # the others' predictions from copies of their parameters refreshed every
+  # refresh_steps steps. None: off.
+  c.online = ml_collections.ConfigDict()
+  c.online.kind = config_dict.placeholder(str)
+  c.online.weight = 1.0
+  c.online.temperature = 1.0
+  c.online.refresh_steps = 100
 
   # A vectorised sweep: every combination of the non-empty tuples below trains
   # as one member of a single compiled program (shared data and teacher).
@@ -278,6 +296,7 @@ def check_fields(c: ml_collections.ConfigDict) -> None:
     fail('schedule.decay_rate', c.schedule.decay_rate, 'must be in (0, 1]')
   if c.augment.max_shift < 0:
     fail('augment.max_shift', c.augment.max_shift, 'must be >= 0')
+  _check_function_matching(c)
   if isinstance(c.train_examples, bool) or not isinstance(c.train_examples, int) or (
       c.train_examples < 0):
     fail('train_examples', c.train_examples, 'must be a whole number >= 0 (0 = all)')
@@ -327,6 +346,28 @@ def _validate_teacher(c: ml_collections.ConfigDict) -> None:
   if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0
          for w in weights) or (weights and not sum(weights) > 0):
     fail('teacher.weights', weights, 'must be numbers >= 0 with a positive sum')
+
+
+def _check_function_matching(c: ml_collections.ConfigDict) -> None:
+  """`distill.consistent` and `augment.mixup`: the teacher sees the student's images."""
+  if not isinstance(c.distill.consistent, bool):
+    fail('distill.consistent', c.distill.consistent, 'must be True or False')
+  mixup = c.augment.mixup
+  if isinstance(mixup, bool) or not isinstance(mixup, (int, float)) or not (
+      mixup >= 0 and math.isfinite(mixup)):
+    fail('augment.mixup', mixup, 'must be a number >= 0 (0 = off)')
+  if c.distill.consistent and not c.teacher.workdir:
+    fail('distill.consistent', True, 'gives a teacher the student\'s images; it needs '
+         'config.teacher.workdir')
+  if c.distill.consistent and c.teacher.cache is True:
+    fail('teacher.cache', True, 'distill.consistent=True runs the teacher in the step on the '
+         "student's images; use teacher.cache='auto'")
+  if mixup > 0 and not c.distill.consistent:
+    fail('augment.mixup', mixup, 'mixes the student\'s images; the teacher must see the same '
+         'ones: set config.distill.consistent=True')
+  if mixup > 0 and (len(c.sweep.alpha) or alpha(c) != 1.0):
+    fail('augment.mixup', mixup, 'a mixed image has no single label: function matching '
+         'trains on the teacher alone; set config.distill.alpha=1')
 
 
 def _validate_dot(c: ml_collections.ConfigDict) -> None:

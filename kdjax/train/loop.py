@@ -26,6 +26,7 @@ from kdjax import caching
 from kdjax import config as config_lib
 from kdjax import evaluators
 from kdjax import models
+from kdjax import online
 from kdjax import report
 from kdjax.models import flops
 from kdjax.errors import NonFiniteLossError, KDError, Preempted
@@ -116,6 +117,7 @@ def build(config, workdir: str, members: sweep_lib.Members) -> Run:
   objective = objective_lib.from_config(config, swept_kind=bool(len(config.sweep.kind)),
                                         steps_per_epoch=feed.steps_per_epoch,
                                         train_labels=feed.train_labels)
+  objective = online.objective_of(config, objective, model, dataset.image_shape)
   teacher = teacher_lib.attach(config, dataset, feed, mesh)
   teacher_outputs = (step_lib.output_shapes(teacher.model, teacher.variables,
                                             dataset.image_shape)
@@ -132,7 +134,9 @@ def build(config, workdir: str, members: sweep_lib.Members) -> Run:
       model=model, tx=tx, mean=dataset.mean, std=dataset.std,
       max_shift=config.augment.max_shift, flip=config.augment.flip,
       teacher_model=teacher_lib.in_step_model(teacher), objective=objective,
-      max_norm=config.optimizer.max_norm, freeze_on_divergence=members.stacked)
+      max_norm=config.optimizer.max_norm, freeze_on_divergence=members.stacked,
+      mixup=float(config.augment.mixup))
+  train_step = online.step_of(config, train_step, model)
   run = Run(config=config, workdir=workdir, members=members, dataset=dataset, feed=feed,
             model=model, state=state, hparams=hparams, num_params=num_params, teacher=teacher,
             train_step=train_step, data_rng=members.data_rng(), timing={},

@@ -24,6 +24,10 @@ from kdjax import objectives as objective_lib
 from kdjax.errors import ConfigError
 from kdjax.train import optim
 
+# The name of the member axis of a vectorised sweep (`vectorise`): a loss may gather the
+# other members' outputs over it (online distillation, kdjax.online).
+MEMBER_AXIS = 'members'
+
 
 def data_mesh(devices=None) -> Mesh:
   """A 1-D mesh over `devices` (default: all) with the batch axis `data`.
@@ -112,7 +116,8 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
                     mean, std, max_shift: int = 0, flip: bool = False,
                     teacher_model: nn.Module | None = None, soft_kind: str | None = 'kl',
                     objective: objective_lib.Objective | None = None,
-                    max_norm: float = 0.0, freeze_on_divergence: bool = False) -> Callable:
+                    max_norm: float = 0.0, freeze_on_divergence: bool = False,
+                    mixup: float = 0.0) -> Callable:
   """Builds `train_step(state, batch, teacher_variables, hparams) -> (state, metrics)`.
 
   `batch` holds uint8 `images` and int `labels`, and `teacher_logits` when
@@ -139,6 +144,9 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   train mode, a second forward pass that updates its BatchNorm statistics again)
   and the teacher run on it as well, their logits under 'strong_logits'.
 
+  `mixup` > 0 mixes each batch of augmented images with itself rolled by one example
+  (`mix_images`) before both networks see it (function matching, Beyer et al. 2022).
+
   With `freeze_on_divergence` (sweeps), a step whose loss is not finite
   leaves the state as it was and records the step in `state.diverged_step`,
   and every later step leaves it alone too: the other members of a
@@ -153,7 +161,7 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
   # The step in three parts, so that members of a vectorised sweep that see
   # the same inputs can share the teacher's forward pass (`vectorise`).
   inputs = _inputs_fn(mean=mean, std=std, max_shift=max_shift, flip=flip,
-                      strong_shift=strong_shift)
+                      strong_shift=strong_shift, mixup=mixup)
   teacher_outputs_of = _teacher_outputs_fn(teacher_model, objective.taps_features,
                                            strong_shift)
   update = _update_fn(model=model, tx=tx, objective=objective, max_norm=max_norm,
@@ -170,15 +178,18 @@ def make_train_step(*, model: nn.Module, tx: optax.GradientTransformation,
 
 
 def _inputs_fn(*, mean, std, max_shift: int, flip: bool,
-               strong_shift: int | None = None) -> Callable:
+               strong_shift: int | None = None, mixup: float = 0.0) -> Callable:
   """`inputs(rng, step, batch)`: the first part of a train step."""
 
   def inputs(rng, step, batch):
-    """The augmented, normalised images of this step (a function of rng, step, batch); with
-    a second view (`Objective.strong_shift`), the pair (weak, strong)."""
+    """The augmented, normalised (and, with `mixup`, mixed) images of this step (a
+    function of rng, step, batch); with a second view (`Objective.strong_shift`), the pair
+    (weak, strong)."""
     augment_rng, _ = _step_keys(rng, step)
     images = augment.augment(augment_rng, batch['images'], max_shift=max_shift, flip=flip)
     images = augment.normalize(images, mean, std)
+    if mixup > 0:
+      images = mix_images(jax.random.fold_in(augment_rng, 2), images, mixup)
     if strong_shift is None:
       return images
     strong = augment.augment(jax.random.fold_in(augment_rng, 1), batch['images'],
@@ -186,6 +197,16 @@ def _inputs_fn(*, mean, std, max_shift: int, flip: bool,
     return images, augment.normalize(strong, mean, std)
 
   return inputs
+
+
+def mix_images(rng, images, alpha: float):
+  """Mixup within the batch: λ · images + (1 − λ) · images rolled by one example.
+
+  One λ ~ Beta(alpha, alpha) for the batch, as big_vision's distillation trainer mixes.
+  Normalisation is affine, so mixing normalised images equals normalising mixed ones.
+  """
+  lam = jax.random.beta(rng, alpha, alpha).astype(images.dtype)
+  return lam * images + (1 - lam) * jnp.roll(images, 1, axis=0)
 
 
 def _teacher_outputs_fn(teacher_model, taps: bool, strong_shift: int | None) -> Callable:
@@ -355,13 +376,14 @@ def vectorise(train_step: Callable, *, member_orders: bool = False,
   the first member whose inputs equal member m's (same seed, hence the same
   augmentation stream, and the same batches): with a teacher in the step,
   the teacher runs once per group instead of once per member (a T x alpha
-  grid of one seed: once in all). Each member's own step is unchanged.
+  grid of one seed: once in all). Each member's own step is unchanged. The member
+  axis is named `MEMBER_AXIS`: a loss may gather over it (kdjax.online).
   """
   in_axes = (0, 0 if member_orders else None, None, 0)
   parts = getattr(train_step, 'parts', None)
   if (parts is None or not parts.teacher_in_step or input_groups is None
       or len(set(input_groups)) == len(input_groups)):
-    return jax.vmap(train_step, in_axes=in_axes)
+    return jax.vmap(train_step, in_axes=in_axes, axis_name=MEMBER_AXIS)
   leaders = sorted(set(input_groups))
   leader_index = jnp.array(leaders, jnp.int32)
   member_group = jnp.array([leaders.index(g) for g in input_groups], jnp.int32)
@@ -376,7 +398,8 @@ def vectorise(train_step: Callable, *, member_orders: bool = False,
     teacher = jax.vmap(parts.teacher_outputs, in_axes=(0, 0 if member_orders else None, None))(
         images, leader_batch, teacher_variables)
     per_member = lambda x: jnp.take(x, member_group, axis=0)  # noqa: E731
-    return jax.vmap(parts.update, in_axes=(0, 0 if member_orders else None, 0, 0, 0))(
+    return jax.vmap(parts.update, in_axes=(0, 0 if member_orders else None, 0, 0, 0),
+                    axis_name=MEMBER_AXIS)(
         state, batch, jax.tree.map(per_member, images), jax.tree.map(per_member, teacher),
         hparams)
 
