@@ -18,6 +18,9 @@ STATE = 'objective_state'
 # loss; the rest of the loss is distillation. The step takes it out; an optimizer that
 # trains the two with separate momenta (DOT, `kdjax.train.optim.dot`) gets their gradients.
 TASK = 'task_loss'
+# The name of the member axis of a vectorised sweep (`kdjax.train.step.vectorise`): a loss
+# may gather the other members' outputs over it (online distillation, kdjax.online).
+MEMBER_AXIS = 'members'
 
 # (student outputs, teacher outputs or None, labels, hparams, own params) -> (loss, metrics)
 LossFn = Callable[[dict, dict | None, jax.Array, dict, Any], tuple[jax.Array, dict]]

@@ -1,7 +1,7 @@
 """Online distillation: a cohort of students that teach each other in one program.
 
 The cohort is a vectorised seed sweep (`config.sweep.seed`, `sweep.mode='vmap'`): its
-members sit on the stacked member axis of one compiled step (`step.MEMBER_AXIS`), so a
+members sit on the stacked member axis of one compiled step (`MEMBER_AXIS`), so a
 member's loss can gather the other members' predictions on the same batch. Each member
 minimises
 
@@ -30,8 +30,7 @@ import jax.numpy as jnp
 
 from kdjax import config as config_lib
 from kdjax import losses
-from kdjax.objective_registry import Objective, TASK
-from kdjax.train import step as step_lib
+from kdjax.objective_registry import MEMBER_AXIS, Objective, TASK
 
 KINDS = ('dml', 'codistill')
 # The key of `TrainState.objective_state` that holds a codistilled member's stale copy.
@@ -91,7 +90,7 @@ def others_log_probs(logits, member, temperature):
 
 
 def cohort_loss(own_logits, source_logits, labels, *, weight, temperature,
-                axis_name: str = step_lib.MEMBER_AXIS):
+                axis_name: str = MEMBER_AXIS):
   """One member's online-distillation loss, called under a vmap over `axis_name`.
 
       CE(own, labels) + weight · T² · mean_b KL(p̄_b ‖ softmax(own_b / T))

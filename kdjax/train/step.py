@@ -22,11 +22,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from kdjax.data import augment
 from kdjax import objectives as objective_lib
 from kdjax.errors import ConfigError
+from kdjax.objective_registry import MEMBER_AXIS
 from kdjax.train import optim
-
-# The name of the member axis of a vectorised sweep (`vectorise`): a loss may gather the
-# other members' outputs over it (online distillation, kdjax.online).
-MEMBER_AXIS = 'members'
 
 
 def data_mesh(devices=None) -> Mesh:
