@@ -397,11 +397,10 @@ def attach(config, dataset, feed, mesh) -> Teacher | None:
   """Loads the teacher (or ensemble) and caches its logits in `feed` where that is allowed
   and asked for.
 
-  'auto' caches when the student's inputs are not augmented (nor consistent: function
-  matching, `distill.consistent`), the feed holds
-  the data on the devices, no method taps the teacher's features and none sees a
-  second augmented view (MLKD);
-  otherwise the teacher runs in the step. An ensemble is cached as one output
+  'auto' caches when the student's inputs are not augmented and the run is not
+  consistent (function matching, `distill.consistent`), the feed holds the data on
+  the devices, no method taps the teacher's features and none sees a second augmented
+  view (MLKD); otherwise the teacher runs in the step. An ensemble is cached as one output
   (its combined logits, `Ensemble`), and its accuracy on the evaluation splits
   (members combined at T = 1) goes into its results.
   """
@@ -414,7 +413,7 @@ def attach(config, dataset, feed, mesh) -> Teacher | None:
     model, variables, results, teacher_dataset = load(directories[0], dataset)
   # Function matching (distill.consistent): the teacher sees the step's own images.
   augmented = (config.augment.max_shift > 0 or config.augment.flip
-               or config.distill.get('consistent', False))
+               or config.distill.consistent)
   cache = config.teacher.cache
   cached = (not augmented and feed.mode == 'device' and not methods.registry.needs_features(config)
             and not methods.registry.strong_view(config)) if cache == 'auto' else bool(cache)
