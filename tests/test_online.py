@@ -14,6 +14,7 @@ from kdjax import checks
 from kdjax import config as config_lib
 from kdjax import models
 from kdjax import objective_registry
+from kdjax import objectives
 from kdjax import online
 from kdjax import train
 from kdjax.errors import ConfigError
@@ -85,12 +86,14 @@ def test_others_mean_leaves_the_member_out():
                                rtol=1e-5)
 
 
-def _cohort_step(kind, refresh_steps=3, members=3):
+def _cohort_step(kind, refresh_steps=3, members=3, weight=1.0):
   config = config_lib.default()
   config.online.kind, config.online.refresh_steps = kind, refresh_steps
+  config.online.weight = weight
   model = models.create('mlp', num_classes=10, hidden=(16,))
   tx = optax.sgd(0.1)
-  objective = online.objective(config, model, IMAGE_SHAPE)
+  objective = (online.objective(config, model, IMAGE_SHAPE) if kind
+               else objectives.logit_kd())
   train_step = online.step_of(config, step_lib.make_train_step(
       model=model, tx=tx, mean=MEAN, std=STD, objective=objective), model)
   init = lambda seed: step_lib.init_state(  # noqa: E731
@@ -133,6 +136,22 @@ def test_dml_step_matches_the_loss_by_hand_on_the_members_logits():
   _, metrics = step(state, batch, None, hparams)
   want, _ = _dml_by_hand(logits, batch['labels'], 1.0, 1.0)
   np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['dml', 'codistill'])
+def test_a_cohort_at_weight_zero_trains_as_independent_students(kind):
+  """With the soft term weighted 0 the cohort's members follow K students trained on the
+  labels alone (the same vectorised step without online distillation), step for step."""
+  cohort, cohort_state, hparams = _cohort_step(kind, weight=0.0)
+  alone, alone_state, _ = _cohort_step(None)
+  batch = _batch()
+  for _ in range(3):
+    cohort_state, cohort_metrics = cohort(cohort_state, batch, None, hparams)
+    alone_state, alone_metrics = alone(alone_state, batch, None, hparams)
+    np.testing.assert_allclose(cohort_metrics['loss'], alone_metrics['loss'], rtol=1e-6)
+  np.testing.assert_allclose(cohort_state.params['dense_0']['kernel'],
+                             alone_state.params['dense_0']['kernel'], rtol=1e-5, atol=1e-7)
+  assert np.all(np.asarray(cohort_metrics['online_kl']) > 0)  # measured, not trained on
 
 
 class _Echo(nn.Module):
