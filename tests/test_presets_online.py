@@ -45,6 +45,7 @@ def test_online_preset_quick_runs_end_to_end(tmp_path, name):
       config = results['config']
       assert results['seed'] == seed and os.path.exists(os.path.join(workdir_m, 'logits.npz'))
       assert config['online']['kind'] == (None if kind == 'independent' else kind)
+      assert (results['online'] or {}).get('kind') == config['online']['kind']
       assert config['model']['hidden'] == [16, 16]  # shrunk from the preset's widths
       assert config['augment']['max_shift'] == 2 and config['optimizer']['name'] == 'adam'
       assert config['online']['refresh_steps'] == (100 if kind == 'independent' else 2)

@@ -60,6 +60,8 @@ def run_facts(config, dataset, feed, *, num_params: int, teacher, timing: dict,
       'epochs': config.num_epochs,
       'objective': config.distill.objective,
       'method': _method(config),
+      # An online cohort's kind, weight, temperature and refresh (kdjax.online); None if not.
+      'online': None if config.online.kind is None else config.online.to_dict(),
       **timing,
       'devices': devices,
       'teacher': None if teacher is None else teacher.summary(config.dataset),
