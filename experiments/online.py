@@ -26,11 +26,11 @@ report.json and curves.png; every member keeps a complete run directory
 
 Presets (Adam 1e-3, batch 128, translations of up to 2 pixels, validation 10 % of the
 training split):
-  mnist          Hinton's 800-800 MLP on MNIST, 10 epochs, K = 3, 2 cohorts (an epoch of
-                 a cohort took 34 s on 2 shared CPU cores: about 40 min for the preset).
+  mnist          Hinton's 800-800 MLP on MNIST, 10 epochs, K = 3, 2 cohorts (59.8 min
+                 on 2 CPU cores shared with other work).
   fashion_mnist  the same on Fashion-MNIST.
   cpu            a 256-256 MLP on 10,000 Fashion-MNIST training images, 10 epochs,
-                 K = 3, 3 cohorts: minutes on 2 CPU cores.
+                 K = 3, 3 cohorts (3.4 min on 2 shared CPU cores).
 """
 
 import os
