@@ -68,12 +68,23 @@ def check(config: ml_collections.ConfigDict) -> None:
   _check_optimizer(config)
   if config.teacher.workdir:
     teacher_lib.check(config)
+    _check_teacher_model(config)
   # The model and the augmentation need only the image shape the catalog
   # knows, so their mistakes are found before the dataset is read.
   image_shape = data_lib.catalog.image_shape(config)
   _check_augment(config, image_shape)
   _check_model(config, image_shape)
   _check_batch_sizes(config, _training_set(config))
+
+
+def _check_teacher_model(config) -> None:
+  """The teacher's model resolves here: an import path its run recorded must still import."""
+  teacher_config, _ = teacher_lib.read_run(os.path.abspath(config.teacher.workdir))
+  try:
+    models.check_config(teacher_config)
+  except ConfigError as e:
+    raise ConfigError(f'config.teacher.workdir={config.teacher.workdir}: the teacher\'s '
+                      f'{e}') from None
 
 
 def _is_whole(value) -> bool:
@@ -211,7 +222,7 @@ def _check_augment(config, image_shape) -> None:
 
 
 def _describe_model(model_config) -> str:
-  options = ', '.join(f'{k}={v!r}' for k, v in model_config.items())
+  options = ', '.join(f'{k}={v!r}' for k, v in model_config.to_dict().items())
   return f'config.model ({options})'
 
 
@@ -239,8 +250,7 @@ _MODELS_CHECKED: set = set()
 def _check_model_once(config, shape: tuple[int, int, int], num_classes: int) -> None:
   where = f'{shape[0]}x{shape[1]}x{shape[2]} {config.dataset} images'
   try:
-    options = config.model.to_dict()
-    model = models.create(options.pop('name'), num_classes=num_classes, **options)
+    model = models.from_config(config.model, num_classes=num_classes)
   except KDError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # a factory's own checks
@@ -265,9 +275,16 @@ def _check_model_once(config, shape: tuple[int, int, int], num_classes: int) -> 
   except Exception as e:  # pylint: disable=broad-except  # any layer's shape error
     raise ConfigError(f'{_describe_model(config.model)} cannot build a network on {where}: '
                       f'{_first_line(e)}') from None
-  if tuple(logits.shape) != (2, num_classes):
+  if not hasattr(logits, 'shape') or tuple(logits.shape) != (2, num_classes):
     raise ConfigError(f'{_describe_model(config.model)} gives outputs of shape '
-                      f'{tuple(logits.shape[1:])} on {where}, not ({num_classes},) logits')
+                      f'{_output_shape(logits)} on {where}, not ({num_classes},) logits')
+
+
+def _output_shape(outputs) -> str:
+  """What a network gave for a batch of two: a logits shape, or the structure it returned."""
+  if hasattr(outputs, 'shape'):
+    return str(tuple(outputs.shape[1:]))
+  return f'{type(outputs).__name__} ' + str(jax.tree.map(lambda x: tuple(x.shape), outputs))
 
 
 def _first_line(error: Exception) -> str:
