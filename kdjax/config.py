@@ -48,6 +48,17 @@ def default() -> ml_collections.ConfigDict:
   # filters; 0 = all): small transfer sets, learning curves, quick checks.
   c.train_examples = 0
 
+  # Datasets of one's own (docs/custom.md): config.dataset='folder:PATH' (a folder of
+  # class folders of images) or 'tfds:NAME[:VERSION]' (a TFDS dataset in data_dir).
+  c.data = ml_collections.ConfigDict()
+  c.data.image_size = 0  # square side the images are decoded to (0: as stored; folder: 32)
+  c.data.test_fraction = 0.2  # folder without PATH/test: each class's share held out as test
+  c.data.split_seed = 0  # folder: seeds that held-out test split
+  c.data.image_key = ''  # tfds: the image feature ('' = its one Image feature)
+  c.data.label_key = ''  # tfds: the label feature ('' = its one ClassLabel feature)
+  c.data.train_split = 'train'  # tfds: the split trained on
+  c.data.test_split = 'test'  # tfds: the split test accuracy is reported on
+
   # How training examples reach the devices. 'device': the whole training set
   # is put on the devices once and an epoch is one compiled program; 'stream':
   # batches are read, decoded and prefetched by tf.data every epoch (datasets

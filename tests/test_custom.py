@@ -17,7 +17,8 @@ import pytest
 
 from configs import mnist_student
 from kdjax import config as config_lib
-from kdjax import models
+from kdjax import data, models
+from kdjax.data import custom, shapes
 from kdjax.errors import ConfigError, KDError
 from kdjax.train import checkpoint, loop, preflight
 
@@ -123,3 +124,186 @@ def test_an_unusable_import_path_is_refused_in_one_line(user_module, mnist_data_
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert expected in str(error.value) and '\n' not in str(error.value)
   assert not (tmp_path / 'run').exists() or not os.listdir(tmp_path / 'run')
+
+
+# --- datasets of one's own ---------------------------------------------------------------
+
+
+def _save(path, pixels):
+  from PIL import Image
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.asarray(pixels, np.uint8).squeeze()).save(path)
+
+
+def _folder(root, counts, channels=3, size=8, seed=0):
+  """Class folders of random images: `counts` maps class name -> number of images."""
+  rng = np.random.default_rng(seed)
+  for name, count in counts.items():
+    os.makedirs(root / name, exist_ok=True)
+    for i in range(count):
+      _save(str(root / name / f'{i}.png'), rng.integers(0, 256, (size, size, channels)))
+  return root
+
+
+def _folder_config(path, **changes):
+  c = config_lib.default()
+  c.dataset = f'folder:{path}'
+  c.model = config_lib.ml_collections.ConfigDict({'name': 'mlp', 'hidden': (8,)})
+  c.data.image_size = 8
+  c.batch_size = 4
+  c.eval_batch_size = 8
+  c.num_epochs = 1
+  return config_lib.override(c, changes)
+
+
+def test_a_folder_is_decoded_split_and_described(tmp_path):
+  root = _folder(tmp_path / 'images', {'b_cats': 10, 'a_dogs': 5})
+  (root / 'notes.txt').write_text('not an image')
+  (root / 'a_dogs' / 'readme.md').write_text('not an image either')
+  config = _folder_config(root)
+  preflight.check(config)  # decodes into the cache
+  info = data.catalog.get_info(config.dataset)
+  assert (info.num_classes, info.image_shape) == (2, (8, 8, 3))
+  dataset = data.load(config.dataset)
+  # 20 % of each class held out: round(0.2 · 5) = 1 dog, round(0.2 · 10) = 2 cats.
+  assert np.bincount(dataset.test.labels).tolist() == [1, 2]
+  assert np.bincount(dataset.train.labels).tolist() == [4, 8]
+  pixels = np.concatenate([dataset.train.images, dataset.test.images]).reshape(-1, 3) / 255
+  train = dataset.train.images.reshape(-1, 3) / 255
+  np.testing.assert_allclose(dataset.mean, train.mean(0), atol=1e-6)
+  np.testing.assert_allclose(dataset.std, train.std(0), atol=1e-6)
+  assert pixels.shape == (15 * 64, 3)
+  # The same files, the same split, read back from the cache.
+  custom._PREPARED.clear()
+  again = data.load(config.dataset)
+  np.testing.assert_array_equal(again.test.images, dataset.test.images)
+  assert isinstance(again.train.images.base, np.memmap) or again.train.images.base is not None
+
+
+def test_a_folder_with_train_and_test_folders_keeps_them(tmp_path):
+  _folder(tmp_path / 'images' / 'train', {'x': 3, 'y': 4})
+  _folder(tmp_path / 'images' / 'test', {'x': 2, 'y': 1}, seed=1)
+  config = _folder_config(tmp_path / 'images')
+  preflight.check(config)
+  dataset = data.load(config.dataset)
+  assert dataset.train.labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
+  assert dataset.test.labels.tolist() == [0, 0, 1]
+
+
+def _unreadable(root, name, count):
+  for i in range(count):
+    (root / name / f'broken{i}.png').write_bytes(b'not a png')
+
+
+@pytest.mark.parametrize('layout, expected', [
+    ('empty', "class folder {root}/b holds no JPEG or PNG images"),
+    ('one', 'one class only (a); a classifier needs two or more class folders'),
+    ('mixed', 'images mix channel counts (grayscale, e.g. {root}/b/0.png; colour, e.g.'),
+    ('unreadable', '2 of 10 images cannot be read (e.g. {root}/a/broken0.png'),
+    ('none', 'has no class folders'),
+    ('missing', 'is not a directory'),
+    ('stream', "streaming a folder: or tfds: dataset is not supported"),
+    ('test_fraction', 'config.data.test_fraction=1.5: must be in (0, 1)'),
+])
+def test_an_unusable_folder_is_refused_in_one_line(tmp_path, layout, expected):
+  root = tmp_path / 'images'
+  root.mkdir()
+  changes = {}
+  if layout == 'empty':
+    _folder(root, {'a': 3})
+    (root / 'b').mkdir()
+  elif layout == 'one':
+    _folder(root, {'a': 3})
+  elif layout == 'mixed':
+    _folder(root, {'a': 3})
+    _folder(root, {'b': 3}, channels=1)
+  elif layout == 'unreadable':
+    _folder(root, {'a': 4, 'b': 4})
+    _unreadable(root, 'a', 2)
+  elif layout == 'missing':
+    root = tmp_path / 'nothing'
+  elif layout in ('stream', 'test_fraction'):
+    _folder(root, {'a': 3, 'b': 3})
+    changes = ({'input.pipeline': 'stream'} if layout == 'stream'
+               else {'data.test_fraction': 1.5})
+  with pytest.raises(KDError) as error:
+    loop.train_and_evaluate(_folder_config(root, **changes), str(tmp_path / 'run'))
+  message = str(error.value)
+  assert expected.format(root=root) in message and '\n' not in message
+  assert not (tmp_path / 'run').exists()
+
+
+def test_a_few_unreadable_images_among_many_are_skipped_and_counted(tmp_path, capsys):
+  root = _folder(tmp_path / 'images', {'a': 20, 'b': 20})
+  _unreadable(root, 'b', 2)  # 2 of 42: under 5 %
+  config = _folder_config(root)
+  preflight.check(config)
+  assert f'skipped 2 unreadable image(s) of 42 (e.g. {root}/b/broken0.png' in capsys.readouterr().out
+  dataset = data.load(config.dataset)
+  assert len(dataset.train) + len(dataset.test) == 40
+
+
+def test_generated_shapes_train_well_above_chance(tmp_path):
+  shapes.write(str(tmp_path / 'shapes'), per_class=60, size=16, seed=0)
+  config = _folder_config(tmp_path / 'shapes', **{
+      'data.image_size': 16, 'model.hidden': (64,), 'batch_size': 16, 'num_epochs': 4,
+      'eval_batch_size': 48, 'optimizer.learning_rate': 3e-3})
+  results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['num_train_examples'] == 4 * 48 and results['image_shape'] == [16, 16, 3]
+  assert results['test_accuracy'] > 0.6  # chance: 0.25
+
+
+def _store_tfds(data_dir, image_key='picture', label_key='kind', extra_image=False):
+  """A TFDS dataset of 2 classes built in the test: bright (1) and dark (0) 6x6 squares."""
+  import tensorflow_datasets as tfds
+  rng = np.random.default_rng(0)
+  features = {image_key: tfds.features.Image(shape=(6, 6, 3)),
+              label_key: tfds.features.ClassLabel(names=['dark', 'bright'])}
+  if extra_image:
+    features['mask'] = tfds.features.Image(shape=(6, 6, 1))
+
+  def examples(count):
+    for i in range(count):
+      label = i % 2
+      example = {image_key: rng.integers(0, 100, (6, 6, 3), dtype=np.uint8) + 150 * label,
+                 label_key: label}
+      if extra_image:
+        example['mask'] = np.zeros((6, 6, 1), np.uint8)
+      yield i, example
+
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name='my_squares', version='1.0.0', features=tfds.features.FeaturesDict(features),
+      split_datasets={'train': examples(40), 'holdout': examples(10)}, data_dir=data_dir)
+
+
+def test_a_tfds_dataset_of_ones_own_is_read_by_its_features(tmp_path):
+  _store_tfds(str(tmp_path / 'tfds'))
+  config = _folder_config('x', **{'dataset': 'tfds:my_squares:1.0.0',
+                                  'data_dir': str(tmp_path / 'tfds'),
+                                  'data.image_size': 0, 'data.test_split': 'holdout',
+                                  'num_epochs': 3, 'batch_size': 8})
+  results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert results['num_train_examples'] == 40 and results['image_shape'] == [6, 6, 3]
+  assert results['num_classes'] == 2 and results['test_accuracy'] == 1.0
+  dataset = data.load(config.dataset)
+  assert len(dataset.test) == 10
+  np.testing.assert_allclose(dataset.mean, dataset.train.images.reshape(-1, 3).mean(0) / 255,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize('changes, expected', [
+    ({'data.test_split': 'test'}, "config.data.test_split='test': tfds:my_squares has splits"),
+    ({'data.label_key': 'label'}, "config.data.label_key='label': tfds:my_squares has no "
+     'ClassLabel feature of that name'),
+    ({'dataset': 'tfds:other'}, "tfds:other: no prepared TFDS dataset 'other' in"),
+    ({'dataset': 'tfds:my_squares:2.0.0'}, "no prepared TFDS dataset 'my_squares' version 2.0.0"),
+    ({}, "config.data.image_key='': tfds:my_squares has 2 Image features (mask, picture)"),
+])
+def test_an_unusable_tfds_dataset_is_refused_in_one_line(tmp_path, changes, expected):
+  _store_tfds(str(tmp_path / 'tfds'), extra_image=not changes)
+  config = _folder_config('x', **{'dataset': 'tfds:my_squares', 'data_dir': str(tmp_path / 'tfds'),
+                                  'data.image_size': 0, 'data.test_split': 'holdout', **changes})
+  with pytest.raises(KDError) as error:
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert expected in str(error.value) and '\n' not in str(error.value)
+  assert not (tmp_path / 'run').exists()

@@ -10,6 +10,7 @@ import dataclasses
 from typing import Mapping
 
 from kdjax import config as config_lib
+from kdjax.data import custom
 from kdjax.errors import DataError
 
 
@@ -125,13 +126,33 @@ def get_info(name: str) -> DatasetInfo:
   Returns:
     The dataset's `DatasetInfo`.
 
+  A `folder:` or `tfds:` name is described from its decoded copy
+  (`kdjax.data.custom`), read with the `config.data` options `use` last
+  gave it in this process (the defaults otherwise).
+
   Raises:
-    DataError: `name` is not in the catalog.
+    DataError: `name` is not in the catalog, nor a usable custom dataset.
   """
+  if custom.is_custom(name):
+    return _custom_info(custom.get(name))
   if name not in DATASETS:
     raise DataError(
         f'unknown dataset {name!r}; known datasets: {", ".join(DATASETS)}')
   return DATASETS[name]
+
+
+def _custom_info(prepared: custom.Prepared) -> DatasetInfo:
+  return DatasetInfo(name=prepared.name, version=prepared.key,
+                     num_classes=len(prepared.classes), image_shape=prepared.image_shape,
+                     test_split='test', mean=prepared.mean, std=prepared.std)
+
+
+def use(config, data_dir: str | None = None) -> None:
+  """Decodes (or maps from the cache) `config.dataset` when it is a custom one, with the
+  config's `data` options, so that every later `get_info` and load of it sees them."""
+  if custom.is_custom(config.dataset):
+    custom.check_options(config)
+    custom.prepare(config.dataset, custom.Options.of(config, data_dir))
 
 
 def input_pipeline(config) -> str:
@@ -161,8 +182,14 @@ def check_config(config) -> None:
   logits, a vectorised seed sweep with its own data orders) is refused.
   """
   c, fail = config, config_lib.fail
-  if c.dataset not in DATASETS:
-    fail('dataset', c.dataset, f'unknown; known: {", ".join(sorted(DATASETS))}')
+  if custom.is_custom(c.dataset):
+    if c.input.pipeline == 'stream':
+      fail('input.pipeline', 'stream', f'{c.dataset} is held in memory, decoded into '
+           "kdjax's cache; streaming a folder: or tfds: dataset is not supported")
+    use(c)
+  elif c.dataset not in DATASETS:
+    fail('dataset', c.dataset, f'unknown; known: {", ".join(sorted(DATASETS))}, '
+         "or 'folder:PATH', 'tfds:NAME[:VERSION]'")
   info = get_info(c.dataset)
   shape = info.image_shape
   if c.augment.flip and shape is not None and shape[-1] == 1 and not c.augment.allow_flip:

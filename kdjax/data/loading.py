@@ -13,7 +13,6 @@ import neither TensorFlow nor tensorflow_datasets.
 
 import dataclasses
 import functools
-import hashlib
 import os
 import tempfile
 
@@ -22,6 +21,8 @@ import numpy as np
 from kdjax import caching
 from kdjax.data import _tensorflow
 from kdjax.data import catalog
+from kdjax.data import custom
+from kdjax.data.custom import default_data_dir  # noqa: F401  (kdjax.data's name for it)
 from kdjax.errors import ConfigError, DataError
 
 # Examples per tf.data batch while reading a split into numpy. Not -1 (one
@@ -69,12 +70,6 @@ class Dataset:
   test: Split
   mean: tuple[float, ...]
   std: tuple[float, ...]
-
-
-def default_data_dir() -> str:
-  """TFDS's data directory: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  return os.path.expanduser(
-      os.environ.get('TFDS_DATA_DIR', os.path.join('~', 'tensorflow_datasets')))
 
 
 def is_prepared(name: str, data_dir: str | None = None) -> bool:
@@ -129,8 +124,12 @@ def load(
         "config.input.pipeline='stream' (see kdjax.data.stream)")
   data_dir = data_dir or default_data_dir()
 
-  full_train = _read_split(name, 'train', data_dir)
-  test = _read_split(name, info.test_split, data_dir)
+  if custom.is_custom(name):  # decoded with the options `catalog.use` gave it
+    prepared = custom.get(name)
+    full_train, test = Split(*prepared.train), Split(*prepared.test)
+  else:
+    full_train = _read_split(name, 'train', data_dir)
+    test = _read_split(name, info.test_split, data_dir)
   train, validation = full_train, None
   if validation_fraction > 0:
     train, validation = _hold_out(
@@ -205,18 +204,8 @@ def fingerprint(name: str, data_dir: str) -> str | None:
   time) and the bytes of its dataset_info.json: rewriting, re-importing or
   replacing the copy changes it.
   """
-  version_dir = os.path.join(data_dir, name, catalog.get_info(name).version)
-  info_file = os.path.join(version_dir, 'dataset_info.json')
-  if not os.path.isfile(info_file):
-    return None
-  digest = hashlib.sha256()
-  for entry in sorted(os.scandir(version_dir), key=lambda e: e.name):
-    if entry.is_file():
-      stat = entry.stat()
-      digest.update(f'{entry.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n'.encode())
-  with open(info_file, 'rb') as f:
-    digest.update(f.read())
-  return digest.hexdigest()[:20]
+  return custom.directory_fingerprint(
+      os.path.join(data_dir, name, catalog.get_info(name).version))
 
 
 def _cache_paths(name: str, split: str, data_dir: str) -> tuple[str, str] | None:
