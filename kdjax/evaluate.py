@@ -56,6 +56,7 @@ class _Run:
     self.config, self.results = teacher.read_run(self.workdir)
     teacher.refuse_sweep(self.results, self.workdir, '--workdir')
     self.data_dir = data_dir
+    data_lib.catalog.use(self.config, data_dir)  # a folder: / tfds: dataset, as it trained
     self.dataset = data_lib.catalog.get_info(self.config.dataset)
     # kdjax.data.stream, the first use of which imports TensorFlow.
     self.info = data_lib.stream.describe(self.config.dataset, data_dir=data_dir,

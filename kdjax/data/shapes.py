@@ -5,8 +5,8 @@ r"""Writes a folder of drawn-shape images, one sub-directory per class: a datase
       [--test_per_class=0]
 
 Each image is a filled circle, square, triangle or cross of random size,
-position (near the centre) and bright colour on a dark background colour,
-with pixel noise, saved
+position, angle and bright colour on a dark background colour, with pixel
+noise, saved
 as PNG in DIR/CLASS/ (or DIR/train/CLASS/ and DIR/test/CLASS/ with
 --test_per_class > 0). The same seed writes the same pixels.
 """
@@ -20,28 +20,35 @@ import numpy as np
 CLASSES = ('circle', 'square', 'triangle', 'cross')
 
 
+def _polygon(cx, cy, points, angle):
+  """`points` (offsets from the centre) turned by `angle` radians about (cx, cy)."""
+  c, s = np.cos(angle), np.sin(angle)
+  return [(cx + c * x - s * y, cy + s * x + c * y) for x, y in points]
+
+
 def _draw(kind: str, size: int, rng: np.random.Generator):
-  """One RGB image (PIL) of `kind`."""
+  """One RGB image (PIL) of `kind`: random size, position, angle and colours, and noise."""
   from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
-  background = tuple(int(v) for v in rng.integers(0, 90, 3))  # dark
-  colour = tuple(int(v) for v in rng.integers(160, 256, 3))  # bright
+  background = tuple(int(v) for v in rng.integers(0, 110, 3))  # dark
+  colour = tuple(int(v) for v in rng.integers(140, 256, 3))  # bright
   image = Image.new('RGB', (size, size), background)
   draw = ImageDraw.Draw(image)
-  radius = rng.uniform(0.28, 0.42) * size
-  cx, cy = size / 2 + rng.uniform(-0.15, 0.15, 2) * size
-  box = (cx - radius, cy - radius, cx + radius, cy + radius)
+  r = rng.uniform(0.2, 0.4) * size
+  cx, cy = size / 2 + rng.uniform(-0.2, 0.2, 2) * size
+  angle = rng.uniform(0, 2 * np.pi)
   if kind == 'circle':
-    draw.ellipse(box, fill=colour)
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
   elif kind == 'square':
-    draw.rectangle(box, fill=colour)
+    draw.polygon(_polygon(cx, cy, [(-r, -r), (r, -r), (r, r), (-r, r)], angle), fill=colour)
   elif kind == 'triangle':
-    draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)],
-                 fill=colour)
+    corners = [(r * np.cos(a), r * np.sin(a)) for a in (0, 2 * np.pi / 3, 4 * np.pi / 3)]
+    draw.polygon(_polygon(cx, cy, corners, angle), fill=colour)
   else:
-    bar = radius / 3
-    draw.rectangle((cx - radius, cy - bar, cx + radius, cy + bar), fill=colour)
-    draw.rectangle((cx - bar, cy - radius, cx + bar, cy + radius), fill=colour)
-  noise = rng.integers(-30, 31, (size, size, 3))
+    bar = r / 3
+    for turn in (0, np.pi / 2):
+      draw.polygon(_polygon(cx, cy, [(-r, -bar), (r, -bar), (r, bar), (-r, bar)],
+                            angle + turn), fill=colour)
+  noise = rng.integers(-50, 51, (size, size, 3))
   pixels = np.clip(np.asarray(image, np.int32) + noise, 0, 255).astype(np.uint8)
   return Image.fromarray(pixels)
 

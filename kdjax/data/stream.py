@@ -20,6 +20,7 @@ inputs); their augmentation runs on the devices inside the train step.
 import collections
 import dataclasses
 import functools
+import re
 from typing import Iterator
 
 import jax
@@ -31,6 +32,7 @@ tf = _tensorflow.load()
 import tensorflow_datasets as tfds  # noqa: E402
 
 from kdjax.data import catalog  # noqa: E402
+from kdjax.data import custom  # noqa: E402
 from kdjax.data import loading  # noqa: E402
 from kdjax.errors import ConfigError, DataError  # noqa: E402
 
@@ -81,6 +83,8 @@ def describe(name: str, *, data_dir: str | None, image_size: int,
       fraction leaves an empty split.
   """
   info = catalog.get_info(name)
+  if custom.is_custom(name):
+    return _describe_custom(info, image_size)
   data_dir = data_dir or loading.default_data_dir()
   if info.image_shape is None and not image_size:
     raise ConfigError(f'{name} images vary in size: set config.input.image_size '
@@ -103,6 +107,28 @@ def describe(name: str, *, data_dir: str | None, image_size: int,
   return StreamInfo(name=name, num_classes=info.num_classes, image_shape=shape,
                     mean=info.mean, std=info.std, num_train_examples=num_train,
                     train_split=train_split, eval_splits=eval_splits)
+
+
+def _describe_custom(info: catalog.DatasetInfo, image_size: int) -> StreamInfo:
+  """A `folder:` / `tfds:` dataset, evaluated from its decoded arrays (it is never streamed)."""
+  if image_size and (image_size, image_size) != tuple(info.image_shape[:2]):
+    raise ConfigError(f'config.input.image_size={image_size}: {info.name} is decoded at '
+                      f'{info.image_shape[0]}x{info.image_shape[1]} (config.data.image_size)')
+  train_images, _ = custom.get(info.name).train
+  return StreamInfo(name=info.name, num_classes=info.num_classes,
+                    image_shape=tuple(info.image_shape), mean=info.mean, std=info.std,
+                    num_train_examples=len(train_images), train_split='train',
+                    eval_splits={'test': 'test'})
+
+
+def _custom_split(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """'train' or 'test', or its first N examples ('test[:N]'), of a decoded custom dataset."""
+  match = re.fullmatch(r'(train|test)(?:\[:(\d+)\])?', split)
+  if not match:
+    raise ValueError(f"{name} has the splits 'train' and 'test' (or 'test[:N]')")
+  images, labels = getattr(custom.get(name), match.group(1))
+  count = int(match.group(2)) if match.group(2) else len(labels)
+  return images[:count], labels[:count]
 
 
 def _num_examples(name: str, split: str, data_dir: str) -> int:
@@ -220,8 +246,11 @@ def eval_batches(info: StreamInfo, split: str, *, data_dir: str | None,
   `batch_size`, and `valid` says how many of its examples are real.
   Every process reads the whole split.
   """
-  data_dir = data_dir or loading.default_data_dir()
-  ds = _open(info.name, split, data_dir, shuffle_seed=None)
+  if custom.is_custom(info.name):
+    images, labels = _custom_split(info.name, split)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+  else:
+    ds = _open(info.name, split, data_dir or loading.default_data_dir(), shuffle_seed=None)
   transform = _transform(info.name, info.image_shape, training=False)
   if transform is not None:
     ds = ds.map(lambda image, label: (transform(image), label),
