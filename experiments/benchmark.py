@@ -39,6 +39,10 @@ depend on the pixel values). Rows:
   (i) only when named in --sections: an ensemble's 10 teachers (own seeds and data
       orders) as one vectorised epoch program vs 10 separate runs, for the
       1200-1200 and 256-256 teachers (experiments/benchmark_ensemble.py).
+  (j) only when named in --sections: a folder dataset of 10,000 drawn-shape
+      PNGs (`config.dataset='folder:DIR'`) trained on by two fresh
+      processes, cold and warm cache, as (f) times them
+      (experiments/benchmark_data.py).
 
 `--sections` runs a subset (default a-g); (b)-(e) also run (a)'s teacher, and
 (c) and (d) are measured together.
@@ -66,10 +70,10 @@ from absl import app, flags
 flags.DEFINE_bool('quick', False, 'small sizes: seconds, for a smoke test')
 flags.DEFINE_integer('repeats', 3, 'timed calls per row (median reported)', lower_bound=1)
 flags.DEFINE_string('json', '', 'also write the table to this JSON file')
-SECTIONS = 'abcdefghi'
+SECTIONS = 'abcdefghij'
 flags.DEFINE_list('sections', list('abcdefg'),
-                  'sections to run, among a-i (h, the ImageNet ResNets, and i, the ensemble, '
-                  'only when named)')
+                  'sections to run, among a-j (h, the ImageNet ResNets, i, the ensemble, and '
+                  'j, a folder dataset, only when named)')
 flags.register_validator('sections', lambda chosen: bool(chosen) and set(chosen) <= set(SECTIONS),
                          message=f'choose among {",".join(SECTIONS)}')
 FLAGS = flags.FLAGS
@@ -182,7 +186,7 @@ def _print_tables(bench, devices: str, commands: list[dict], ratios: list[tuple]
           '| whole / training |')
     print('|---|---|---|---:|---:|---:|---:|')
     for r in commands:
-      print(f'| f | {r["command"]} | {r["cache"]} | {r["process_seconds"]:.2f} | '
+      print(f'| {r.get("section", "f")} | {r["command"]} | {r["cache"]} | {r["process_seconds"]:.2f} | '
             f'{r["to_first_step_seconds"]:.2f} | {r["train_seconds"]:.2f} | '
             f'{r["process_seconds"] / r["train_seconds"]:.2f} |')
   print('\n| | ratio | measured | target | met |')
@@ -233,6 +237,10 @@ def _measure(sections: set, bench) -> tuple[list[dict], list[tuple]]:
     _command_ratios(commands)
     for r in commands:
       ratios.extend(r.pop('ratios', []))
+  if 'j' in sections:
+    from experiments import benchmark_data
+    folder_rows, folder_ratios = benchmark_data.measure_folder(bench.quick, _timed_command)
+    commands, ratios = commands + folder_rows, ratios + folder_ratios
   return commands, ratios
 
 

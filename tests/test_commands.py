@@ -133,8 +133,9 @@ def command_problems(command: str) -> list[str]:
       problems.append(f'--{name}: no such flag')
     elif name == 'preset' and value not in known['presets']:
       problems.append(f'--preset={value}: known: {", ".join(known["presets"])}')
-    elif name == 'dataset' and value not in catalog.DATASETS:
-      problems.append(f'--dataset={value}: not in the catalog')
+    elif name == 'dataset' and not (value in catalog.DATASETS
+                                    or value.startswith(('folder:', 'tfds:'))):
+      problems.append(f'--dataset={value}: not in the catalog, nor folder:PATH or tfds:NAME')
     elif name == 'methods' and known['methods']:
       problems.extend(f'--methods: {m} unknown' for m in value.split(',')
                       if m not in known['methods'])

@@ -6,9 +6,13 @@ shapes trains well above chance; a TFDS dataset stored by the test is read;
 every refusal is one line and leaves the workdir empty.
 """
 
+import ast
 import importlib
 import json
 import os
+import re
+import shlex
+import subprocess
 import sys
 import textwrap
 
@@ -17,7 +21,7 @@ import pytest
 
 from configs import mnist_student
 from kdjax import config as config_lib
-from kdjax import data, models
+from kdjax import data, evaluate, models
 from kdjax.data import custom, shapes
 from kdjax.errors import ConfigError, KDError
 from kdjax.train import checkpoint, loop, preflight
@@ -187,7 +191,7 @@ def test_a_folder_with_train_and_test_folders_keeps_them(tmp_path):
   preflight.check(config)
   dataset = data.load(config.dataset)
   assert dataset.train.labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
-  assert dataset.test.labels.tolist() == [0, 0, 1]
+  assert sorted(dataset.test.labels.tolist()) == [0, 0, 1]  # in a seeded order
 
 
 def _unreadable(root, name, count):
@@ -307,3 +311,111 @@ def test_an_unusable_tfds_dataset_is_refused_in_one_line(tmp_path, changes, expe
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert expected in str(error.value) and '\n' not in str(error.value)
   assert not (tmp_path / 'run').exists()
+
+
+# --- docs/custom.md, end to end (shrunk) -------------------------------------------------
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DOC = os.path.join(_ROOT, 'docs', 'custom.md')
+# Sizes only: images per class, epochs, batches, attacked examples, methods of the zoo.
+_SHRINK = {'--per_class=2500': '--per_class=25', '--examples=500': '--examples=16',
+           '--methods=kd,dkd,pkt': '--methods=kd --quick'}
+_MAIN_SHRINK = ['--config.num_epochs=2', '--config.batch_size=16', '--config.eval_batch_size=20']
+
+
+def _doc_commands(tmp_path) -> tuple[str, list[list[str]]]:
+  """(the doc's my_net.py, its commands as argument lists with /tmp moved into tmp_path)."""
+  from tests import test_commands
+  with open(_DOC) as f:
+    text = f.read()
+  (source,) = re.findall(r'```python\n(.*?)```', text, re.S)
+  commands = []
+  for command in test_commands.quoted_commands(text):
+    command = command.replace('/tmp/shapes', str(tmp_path / 'shapes'))
+    command = command.replace('/tmp/custom', str(tmp_path / 'custom'))
+    for full, small in _SHRINK.items():
+      command = command.replace(full, small)
+    commands.append(shlex.split(command, comments=True))
+  return source, commands
+
+
+def _main_config(words: list[str]):
+  """The config `python -m kdjax.main WORDS` runs (`--config.FIELD=VALUE` as absl parses it)."""
+  arguments = dict(w[2:].split('=', 1) for w in words if w.startswith('--'))
+  config = importlib.import_module(
+      arguments.pop('config').removesuffix('.py').replace('/', '.')).get_config()
+  workdir = arguments.pop('workdir')
+  changes = {}
+  for field, value in arguments.items():
+    try:
+      changes[field[len('config.'):]] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      changes[field[len('config.'):]] = value
+  return config_lib.override(config, changes), workdir
+
+
+@pytest.mark.slow
+def test_the_docs_commands_run_as_written(tmp_path, monkeypatch, capsys):
+  """Every command of docs/custom.md but the method zoo's, shrunk: the first `kdjax.main`
+  as a process, as a user types it, the others in this process (same config, same code)."""
+  source, commands = _doc_commands(tmp_path)
+  (tmp_path / 'user').mkdir()
+  (tmp_path / 'user' / 'my_net.py').write_text(source)
+  monkeypatch.syspath_prepend(str(tmp_path / 'user'))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT, str(tmp_path / 'user')]))
+  modules = [words[2] for words in commands]
+  assert modules == ['kdjax.data.shapes'] + ['kdjax.main'] * 6 + [
+      'experiments.method_zoo'] + ['kdjax.evaluate'] * 2 + ['experiments.benchmark']
+  first_main = True
+  for words in commands:  # the launchers' commands run in the two tests below
+    if words[2] == 'kdjax.data.shapes':
+      assert shapes.main(words[3:]) == 0
+    elif words[2] == 'kdjax.main' and first_main:
+      done = subprocess.run([sys.executable, *words[1:], *_MAIN_SHRINK], cwd=_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+      assert done.returncode == 0, done.stderr[-2000:]
+      assert 'done: test accuracy' in done.stdout
+      first_main = False
+    elif words[2] == 'kdjax.main':
+      config, workdir = _main_config(words[3:] + _MAIN_SHRINK)
+      results = loop.train_and_evaluate(config, workdir)
+      assert results['params'] == 3072 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4  # width 16
+      assert bool(config.teacher.workdir) == ('teacher' in results and bool(results['teacher']))
+    elif words[2] == 'kdjax.evaluate':
+      capsys.readouterr()
+      assert evaluate.main(words[3:]) == 0
+      assert 'test' in capsys.readouterr().out
+  student = tmp_path / 'custom' / 'student_kd'
+  robustness = json.loads((student / 'robustness.json').read_text())
+  assert robustness['pgd eps=0.03']['examples'] == 16
+  evaluation = json.loads((student / 'evaluation.json').read_text())
+  assert evaluation['test']['examples'] == 20  # a fifth of 25 images per class, 4 classes
+  teacher = json.loads((tmp_path / 'custom' / 'teacher' / 'config.json').read_text())
+  assert teacher['model'] == {'name': 'my_net:Net', 'options': {'width': 256}}
+
+
+@pytest.mark.slow
+def test_the_docs_method_zoo_command_runs_on_the_folder(tmp_path):
+  """docs/custom.md's method-zoo command, as a process, at --quick size with KD only."""
+  _, commands = _doc_commands(tmp_path)
+  shapes.write(str(tmp_path / 'shapes'), per_class=25, size=32)
+  (words,) = [w for w in commands if w[2] == 'experiments.method_zoo']
+  done = subprocess.run([sys.executable, *words[1:]], cwd=_ROOT, capture_output=True,
+                        text=True, timeout=600, env=dict(os.environ, PYTHONPATH=_ROOT))
+  assert done.returncode == 0, done.stderr[-2000:]
+  report = (tmp_path / 'custom' / 'zoo' / 'report.md').read_text()
+  assert f'dataset `folder:{tmp_path}/shapes`' in report
+  assert re.search(r'^\| kd \| \d+\.\d+%', report, re.M), report
+
+
+@pytest.mark.slow
+def test_the_docs_benchmark_section_times_a_cold_and_a_warm_start():
+  """docs/custom.md's `python -m experiments.benchmark --sections=j`, at --quick size."""
+  from experiments import benchmark, benchmark_data
+  rows, ratios = benchmark_data.measure_folder(True, benchmark._timed_command)
+  assert [(r['section'], r['cache']) for r in rows] == [('j', 'cold'), ('j', 'warm')]
+  assert rows[0]['command'] == 'folder of 400 32x32 PNGs, MLP 256, 1 epoch'
+  cold, warm = rows
+  # The warm start maps the decoded arrays and reads the compiled programs back.
+  assert warm['to_first_step_seconds'] < cold['to_first_step_seconds']
+  assert [r[0] for r in ratios] == ['j', 'j'] and ratios[0][2] == warm['to_first_step_seconds']

@@ -14,7 +14,8 @@ on: every image file's path, size and modification time (a folder) or the
 TFDS copy's files, and the `config.data` options. A folder's images are
 resized to `config.data.image_size` (32 when 0) with bilinear filtering; a
 folder without `train/` and `test/` has a seeded held-out test split,
-`config.data.test_fraction` of each class.
+`config.data.test_fraction` of each class; a folder's test split is kept in a
+seeded random order (its first N examples sample every class).
 
 A folder is refused in one line when it has no class folders or one class
 only, a class folder holds no image, its images mix channel counts, or more
@@ -37,7 +38,7 @@ from kdjax.errors import ConfigError, DataError
 FOLDER = 'folder:'
 TFDS = 'tfds:'
 FOLDER_IMAGE_SIZE = 32  # a folder's side when config.data.image_size is 0
-_FORMAT = 1  # part of every key: a change of the decoded layout decodes again
+_FORMAT = 2  # part of every key: a change of the decoded layout decodes again
 _EXTENSIONS = ('.png', '.jpg', '.jpeg')
 _MAX_UNREADABLE = 0.05  # up to this fraction of unreadable files is skipped
 _READ_BATCH_SIZE = 1000
@@ -219,6 +220,11 @@ def _prepare_folder(name: str, options: Options) -> Prepared:
     splits = (images[~is_test], labels[~is_test]), (images[is_test], labels[is_test])
   else:
     splits = parts[0], parts[1]
+  # The test split in a seeded order, so that its first N examples (`kdjax.evaluate
+  # --examples=N`) sample every class; training order is the data seed's, every epoch.
+  (test_images, test_labels) = splits[1]
+  order = np.random.default_rng(options.split_seed).permutation(len(test_labels))
+  splits = splits[0], (test_images[order], test_labels[order])
   prepared = _prepared(name, key, tuple(train), *splits, len(bad))
   _write_cache(prepared)
   return prepared
