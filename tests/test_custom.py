@@ -423,3 +423,16 @@ def test_the_docs_benchmark_section_times_a_cold_and_a_warm_start():
   # The warm start maps the decoded arrays and reads the compiled programs back.
   assert warm['to_first_step_seconds'] < cold['to_first_step_seconds']
   assert [r[0] for r in ratios] == ['j', 'j'] and ratios[0][2] == warm['to_first_step_seconds']
+
+
+@pytest.mark.slow
+def test_a_folder_trains_a_vectorised_seed_sweep_and_resizes_on_request(tmp_path):
+  root = _folder(tmp_path / 'images', {'a': 10, 'b': 10}, size=12)
+  config = _folder_config(root, **{'sweep.seed': (0, 1), 'sweep.mode': 'vmap'})
+  results = loop.train_and_evaluate(config, str(tmp_path / 'sweep'))
+  assert [m['label'] for m in results['members']] == ['seed0', 'seed1']
+  assert all(0 <= m['test_accuracy'] <= 1 for m in results['members'])
+  small = _folder_config(root, **{'data.image_size': 4})
+  preflight.check(small)
+  assert data.catalog.get_info(small.dataset).image_shape == (4, 4, 3)
+  assert data.load(small.dataset).train.images.shape == (16, 4, 4, 3)

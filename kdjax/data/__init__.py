@@ -4,7 +4,10 @@
   dataset.train.images        # (54000, 28, 28, 1) uint8
 
 `python -m kdjax.data list` shows which datasets are prepared and which can be
-imported offline; `python -m kdjax.data import mnist` imports one.
+imported offline; `python -m kdjax.data import mnist` imports one. A folder of
+one's own images (`'folder:PATH'`) or a TFDS dataset of one's own
+(`'tfds:NAME'`) is read by `kdjax.data.custom`; `python -m kdjax.data.shapes`
+writes a folder of drawn shapes.
 """
 
 import importlib

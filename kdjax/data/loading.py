@@ -98,7 +98,8 @@ def load(
   """Reads every split of a prepared TFDS dataset into numpy arrays.
 
   Args:
-    name: a dataset of `catalog.DATASETS`.
+    name: a dataset of `catalog.DATASETS`, or a `folder:` / `tfds:` dataset
+      (`kdjax.data.custom`), read with the options `catalog.use` gave it.
     data_dir: the TFDS data directory; `default_data_dir()` when None.
     validation_fraction: the fraction of TFDS's train split, in [0, 1), held
       out as `validation`. The held-out examples are a uniformly random subset
