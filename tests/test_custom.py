@@ -413,16 +413,25 @@ def test_the_docs_method_zoo_command_runs_on_the_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_docs_benchmark_section_times_a_cold_and_a_warm_start():
+def test_the_docs_benchmark_section_times_a_cold_and_a_warm_start(tmp_path):
   """docs/custom.md's `python -m experiments.benchmark --sections=j`, at --quick size."""
-  from experiments import benchmark, benchmark_data
-  rows, ratios = benchmark_data.measure_folder(True, benchmark._timed_command)
+  _, commands = _doc_commands(tmp_path)
+  (words,) = [w for w in commands if w[2] == 'experiments.benchmark']
+  table = tmp_path / 'bench.json'
+  done = subprocess.run([sys.executable, *words[1:], '--quick', f'--json={table}'], cwd=_ROOT,
+                        capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, PYTHONPATH=_ROOT))
+  assert done.returncode == 0, done.stderr[-2000:]
+  measured = json.loads(table.read_text())
+  rows = measured['whole_commands']
   assert [(r['section'], r['cache']) for r in rows] == [('j', 'cold'), ('j', 'warm')]
   assert rows[0]['command'] == 'folder of 400 32x32 PNGs, MLP 256, 1 epoch'
   cold, warm = rows
   # The warm start maps the decoded arrays and reads the compiled programs back.
   assert warm['to_first_step_seconds'] < cold['to_first_step_seconds']
-  assert [r[0] for r in ratios] == ['j', 'j'] and ratios[0][2] == warm['to_first_step_seconds']
+  assert [r['section'] for r in measured['ratios']] == ['j', 'j']
+  assert measured['ratios'][0]['value'] == warm['to_first_step_seconds']
+  assert '| j | folder of 400 32x32 PNGs, MLP 256, 1 epoch | warm |' in done.stdout
 
 
 @pytest.mark.slow
@@ -436,3 +445,14 @@ def test_a_folder_trains_a_vectorised_seed_sweep_and_resizes_on_request(tmp_path
   preflight.check(small)
   assert data.catalog.get_info(small.dataset).image_shape == (4, 4, 3)
   assert data.load(small.dataset).train.images.shape == (16, 4, 4, 3)
+
+
+def test_a_named_tfds_image_feature_settles_which_of_two_is_read(tmp_path):
+  _store_tfds(str(tmp_path / 'tfds'), extra_image=True)
+  config = _folder_config('x', **{'dataset': 'tfds:my_squares', 'data_dir': str(tmp_path / 'tfds'),
+                                  'data.image_size': 4, 'data.test_split': 'holdout',
+                                  'data.image_key': 'picture', 'batch_size': 8})
+  preflight.check(config)
+  dataset = data.load(config.dataset)
+  assert dataset.image_shape == (4, 4, 3) and len(dataset.train) == 40
+  assert data.catalog.get_info(config.dataset).num_classes == 2
