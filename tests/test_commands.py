@@ -321,4 +321,4 @@ def test_benchmark_times_whole_commands_cold_and_warm(tmp_path, mnist_data_dir):
 def test_benchmark_refuses_an_unknown_section():
   out = _run('experiments.benchmark', ['--sections=a,z'])
   assert out.returncode != 0 and 'Traceback' not in out.stderr
-  assert "flag --sections=['a', 'z']: choose among a,b,c,d,e,f,g,h,i" in out.stderr
+  assert "flag --sections=['a', 'z']: choose among a,b,c,d,e,f,g,h,i,j" in out.stderr

@@ -367,7 +367,7 @@ def _tfds_features(name: str, version_dir: str, options: Options):
                           f'{", ".join(keys)}')
       chosen[kind] = given
       continue
-    found = [k for k in keys if isinstance(features[k], feature_type)]
+    found = sorted(k for k in keys if isinstance(features[k], feature_type))
     if len(found) != 1:
       raise ConfigError(f'config.data.{kind}_key={given!r}: {name} has '
                         f'{len(found)} {feature_type.__name__} features '
