@@ -1,0 +1,63 @@
+"""Every stage config of every launcher preset, and every objective's loss, as recorded.
+
+`tests/reference/stage_configs.json` (`python -m tests.stage_configs`) holds the
+resolved config of each stage of each preset; `tests/reference/losses.json`
+(`python -m tests.reference_losses`) the metrics of one train step of every
+objective and method on a fixed batch. A change to how losses are composed must
+leave both as they were: a metric recorded there keeps its value (new metrics may
+be added beside it), and a stage keeps its config field for field.
+"""
+
+import json
+
+import pytest
+
+from tests import reference_losses, stage_configs
+
+with open(stage_configs.REFERENCE) as f:
+  STAGES = json.load(f)
+with open(reference_losses.REFERENCE) as f:
+  LOSSES = json.load(f)
+# 307 stages, most of a minute of tracing: in the slow tier.
+SLOW_PRESETS = ('method_zoo/repdistiller',)
+
+
+def test_every_preset_and_every_case_is_recorded():
+  expected = {f'{launcher}/{name}' for launcher in stage_configs.LAUNCHERS
+              for name in __import__(f'experiments.{launcher}', fromlist=['PRESETS']).PRESETS}
+  assert set(STAGES) == expected | {'hinton_mnist/full', 'hinton_mnist/quick'}
+  assert set(LOSSES) == set(reference_losses.cases())
+  # The stand-in results let each launcher reach its report: every stage is recorded.
+  assert sum(len(v['stages']) for v in STAGES.values()) == 436
+  assert len(STAGES['method_zoo/repdistiller']['stages']) == 307
+
+
+def _compare_stages(keys):
+  captured = stage_configs.capture(keys)
+  for key in keys:
+    if key.startswith('hinton_mnist/'):
+      continue
+    assert captured[key]['stopped'] == STAGES[key]['stopped'], key
+    assert [name for name, _ in captured[key]['stages']] == [
+        name for name, _ in STAGES[key]['stages']], key
+    for (name, got), (_, want) in zip(captured[key]['stages'], STAGES[key]['stages']):
+      assert got == want, f'{key} stage {name}'
+  for key in ('hinton_mnist/full', 'hinton_mnist/quick'):
+    assert captured[key] == STAGES[key], key
+
+
+def test_every_stage_config_is_unchanged():
+  _compare_stages([k for k in STAGES if k not in SLOW_PRESETS])
+
+
+@pytest.mark.slow
+def test_method_zoo_repdistiller_stage_configs_are_unchanged():
+  _compare_stages(list(SLOW_PRESETS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(reference_losses.cases()))
+def test_every_loss_value_is_unchanged(name):
+  got = reference_losses.value(reference_losses.cases()[name])
+  for metric, want in LOSSES[name].items():
+    assert got[metric] == pytest.approx(want, rel=2e-5, abs=1e-7), (name, metric)
