@@ -98,7 +98,12 @@ def objective(*, alpha=ALPHA, temperature=TEMPERATURE, feature_weight=FEATURE_WE
         jnp.stack(logits), jnp.stack(hints), deepest, labels, alpha=alpha,
         temperature=temperature, feature_weight=feature_weight, t_squared=t_squared,
         deepest_weight=deepest_weight)
-    metrics = {'byot_kl': jnp.mean(terms['kl']), 'byot_feature': jnp.mean(terms['feature'])}
+    metrics = {'byot_kl': jnp.mean(terms['kl']), 'byot_feature': jnp.mean(terms['feature']),
+               # The four named terms of the loss (kdjax.terms.describe), unweighted.
+               'term/ce/deepest': jnp.mean(terms['ce'][-1]),
+               'term/ce/shallow': jnp.mean(jnp.sum(terms['ce'][:-1], 0)),
+               'term/kd/shallow': jnp.mean(jnp.sum(terms['kl'], 0)),
+               'term/feature/shallow': jnp.mean(jnp.sum(terms['feature'], 0))}
     for stage, exit_logits in zip(exits, logits):
       metrics[f'exit{stage}_accuracy'] = jnp.mean(jnp.argmax(exit_logits, -1) == labels)
     return jnp.mean(per_example), metrics

@@ -137,6 +137,9 @@ def default() -> ml_collections.ConfigDict:
   # What the train step minimises (kdjax.objectives' registry): 'logit_kd'
   # (Hinton's mixture) or 'defensive' (Papernot's, at train_temperature).
   c.distill.objective = 'logit_kd'
+  # The loss as named weighted terms (kdjax.terms), e.g. ('0.1*ce', '0.9*kd'); () = the
+  # terms distill.objective and method.name stand for.
+  c.distill.terms = ()
   # Seed 004's way to write the same mixture; when set they replace alpha.
   c.distill.distillation_weight = config_dict.placeholder(float)
   c.distill.ce_weight = config_dict.placeholder(float)

@@ -41,6 +41,7 @@ from kdjax import config as config_lib
 from kdjax import losses
 from kdjax import methods
 from kdjax import objective_registry
+from kdjax import terms
 from kdjax.objective_registry import LossFn  # noqa: F401
 from kdjax.objective_registry import Objective
 from kdjax.objective_registry import STATE
@@ -56,9 +57,11 @@ def check_config(config) -> None:
   c, fail = config, config_lib.fail
   objective_registry.get(c.distill.objective)
   config_lib.check_positive(c, 'train_temperature')
-  if c.train_temperature != 1.0 and c.distill.objective != 'defensive':
+  tempered = any(spec.endswith('tempered_ce') for spec in c.distill.terms)
+  if c.train_temperature != 1.0 and c.distill.objective != 'defensive' and not tempered:
     fail('train_temperature', c.train_temperature,
-         "trains the softmax at a temperature only with distill.objective='defensive'")
+         "trains the softmax at a temperature only with distill.objective='defensive' "
+         "(or the term 'tempered_ce')")
   if c.teacher.workdir:
     config_lib.check_positive(c, 'distill.temperature')
     if c.distill.kind not in losses.SOFT_LOSS_KINDS:
@@ -72,6 +75,7 @@ def check_config(config) -> None:
       fail('sweep.kind', tuple(c.sweep.kind),
            f'unknown kind {value!r}; known: {", ".join(losses.SOFT_LOSS_KINDS)}')
   objective_registry.check_config(c)
+  terms.check_config(c)
 
 
 def from_config(config, *, swept_kind: bool = False, steps_per_epoch: int = 1,
@@ -82,7 +86,12 @@ def from_config(config, *, swept_kind: bool = False, steps_per_epoch: int = 1,
   `config.method.weight`, is added to it. `train_labels` (the label of every
   training example, by example index) is what a method with per-example
   state (CRD) samples its negatives from.
+
+  With `config.distill.terms`, the objective is those terms' weighted sum
+  (`kdjax.terms.compose`); `distill.objective` and `method.name` are then unset.
   """
+  if len(config.distill.terms):
+    return terms.compose(terms.from_config(config), steps_per_epoch=steps_per_epoch)
   objective = objective_registry.get(config.distill.objective)(config, swept_kind=swept_kind)
   if config.method.name:
     objective = with_method(objective, config, steps_per_epoch, train_labels=train_labels)
@@ -116,7 +125,8 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
         return value, metrics
       epoch = hparams.get('step', 0) / steps_per_epoch
       term = method.between(student, teacher, labels, options, epoch)
-      return value + hparams.get('method_weight', weight) * term, dict(metrics, method=term)
+      return value + hparams.get('method_weight', weight) * term, dict(
+          metrics, method=term, **{terms.PREFIX + method.name: term})
 
     return Objective(name=name, loss=loss, init=base.init, taps_features=taps)
 
@@ -144,7 +154,7 @@ def with_method(base: Objective, config, steps_per_epoch: int, *,
     term, init_term, state = method.loss(student['features'], teacher['features'], labels,
                                          run, context)
     total = value + hparams.get('method_weight', weight) * term
-    metrics = dict(metrics, method=term, **{STATE: state})
+    metrics = dict(metrics, method=term, **{STATE: state, terms.PREFIX + method.name: term})
     if init_steps:
       total = jnp.where(run.in_init, init_term, total)
       metrics['method_init'] = init_term
@@ -199,12 +209,14 @@ def with_strong_view(base: Objective, method, options: dict, weight: float,
   def loss(student, teacher, labels, hparams, own_params):
     if teacher is None or 'strong_logits' not in student:
       return base.loss(student, teacher, labels, hparams, own_params)
-    task = ce_weight * (jnp.mean(losses.cross_entropy(student['logits'], labels))
-                        + jnp.mean(losses.cross_entropy(student['strong_logits'], labels)))
+    ce = (jnp.mean(losses.cross_entropy(student['logits'], labels))
+          + jnp.mean(losses.cross_entropy(student['strong_logits'], labels)))
+    task = ce_weight * ce
     term = method.between(student, teacher, labels, options,
                           hparams.get('step', 0) / steps_per_epoch)
     return (task + hparams.get('method_weight', weight) * term,
-            {TASK: task, 'method': term})
+            {TASK: task, 'method': term, terms.PREFIX + 'ce': ce,
+             terms.PREFIX + method.name: term})
 
   return Objective(name=name, loss=loss, init=base.init, taps_features=base.taps_features,
                    strong_shift=int(shift))
@@ -222,14 +234,18 @@ def logit_kd(kind: str | None = 'kl', *, standardize: bool = False) -> Objective
 
   def loss(student, teacher, labels, hparams, own_params):
     del own_params
-    hard = jnp.mean(losses.cross_entropy(student['logits'], labels))
+    hard_per_example = losses.cross_entropy(student['logits'], labels)
+    hard = jnp.mean(hard_per_example)
     if teacher is None:
-      return hard, {TASK: hard}
-    value = losses.distillation_loss(
-        student['logits'], teacher['logits'], labels, temperature=hparams['temperature'],
-        alpha=hparams['alpha'], kind=hparams['kind'] if kind is None else kind,
-        standardize_logits=standardize)
-    return value, {TASK: (1.0 - hparams['alpha']) * hard}
+      return hard, {TASK: hard, terms.PREFIX + 'ce': hard}
+    # losses.distillation_loss, its two terms kept apart for the metrics.
+    soft = losses.soft_target_loss(
+        student['logits'], teacher['logits'], temperature=hparams['temperature'],
+        kind=hparams['kind'] if kind is None else kind, standardize_logits=standardize)
+    alpha = hparams['alpha']
+    value = jnp.mean(alpha * soft + (1.0 - alpha) * hard_per_example)
+    return value, {TASK: (1.0 - alpha) * hard, terms.PREFIX + 'ce': hard,
+                   terms.PREFIX + 'kd': jnp.mean(soft)}
 
   return Objective(name='logit_kd', loss=loss)
 
@@ -258,12 +274,14 @@ def defensive(train_temperature: float) -> Objective:
     logits = student['logits']
     hard = losses.cross_entropy(logits / train_temperature, labels)
     if teacher is None:
-      return jnp.mean(hard), {TASK: jnp.mean(hard)}
+      return jnp.mean(hard), {TASK: jnp.mean(hard), terms.PREFIX + 'ce': jnp.mean(hard)}
     temperature = hparams['temperature']
     soft = losses.soft_target_loss(logits, teacher['logits'], temperature=temperature,
                                    kind='soft_ce') / temperature**2
     alpha = hparams['alpha']
-    return jnp.mean(alpha * soft + (1.0 - alpha) * hard), {TASK: (1.0 - alpha) * jnp.mean(hard)}
+    return jnp.mean(alpha * soft + (1.0 - alpha) * hard), {
+        TASK: (1.0 - alpha) * jnp.mean(hard), terms.PREFIX + 'ce': jnp.mean(hard),
+        terms.PREFIX + 'kd': jnp.mean(soft)}
 
   return Objective(name='defensive', loss=loss)
 

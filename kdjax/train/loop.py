@@ -28,6 +28,7 @@ from kdjax import evaluators
 from kdjax import models
 from kdjax import online
 from kdjax import report
+from kdjax import terms as terms_lib
 from kdjax.models import flops
 from kdjax.errors import NonFiniteLossError, KDError, Preempted
 from kdjax.train import checkpoint as checkpoint_lib
@@ -293,7 +294,7 @@ def log_epoch(run: Run, writer, progress, records: list[dict], epoch: int) -> No
     note = (f' (member {members.label(0)} of {members.count})'
             if members.mode != 'single' else '')
     say(progress.line(epoch, config.num_epochs, run.feed.steps_per_epoch * config.batch_size,
-                      note))
+                      note, terms=terms_lib.describe(members.config_of(0))))
 
 
 def finish(run: Run, state, progress) -> dict:

@@ -37,8 +37,10 @@ class Progress:
 
   Attributes:
     history: one list of records per member; a record has `epoch`, `step`,
-      `train_loss`, `train_accuracy`, `epoch_seconds` and, on evaluated
-      epochs, `<split>_accuracy` for every evaluation split.
+      `train_loss`, `train_accuracy`, `epoch_seconds`, the epoch mean of every
+      other metric of the step as `train_<metric>` (each named loss term's unweighted
+      value as `train_term/<name>`) and, on evaluated epochs, `<split>_accuracy`
+      for every evaluation split.
     train_seconds: seconds spent in epochs, over every process that ran it.
     start_epoch: the epoch this process started after (0, or the resumed one).
     resumed_seconds: `train_seconds` when this process started.
@@ -90,17 +92,31 @@ class Progress:
             / (epoch - self.start_epoch))
 
   def line(self, epoch: int, num_epochs: int, examples_per_epoch: int,
-           member_note: str = '') -> str:
-    """The progress line of `epoch` (member 0's numbers for a sweep)."""
+           member_note: str = '', terms=()) -> str:
+    """The progress line of `epoch` (member 0's numbers for a sweep).
+
+    `terms`: the loss's named terms (`kdjax.terms.describe` of member 0's config); the
+    line then spells the loss out, each weight beside its term's epoch mean.
+    """
     shown = self.history[0][-1]
     accuracies = ''.join(f'  {name} {100 * shown[f"{name}_accuracy"]:.2f}%'
                          for name in ('train', 'validation', 'test')
                          if f'{name}_accuracy' in shown)
     seconds = shown['epoch_seconds']
     return (f'epoch {epoch}/{num_epochs}  step {shown["step"]}  '
-            f'loss {shown["train_loss"]:.4f}{accuracies}{member_note}  '
+            f'loss {shown["train_loss"]:.4f}{terms_text(shown, terms)}{accuracies}'
+            f'{member_note}  '
             f'{examples_per_epoch / seconds:,.0f} ex/s  {seconds:.1f}s/epoch  '
             f'ETA {format_seconds(self.eta(epoch, num_epochs))}')
+
+
+def terms_text(record: dict, terms) -> str:
+  """' = 0.1·ce 0.5213 + 0.9·kd@T4 0.4102' (each weight, label and epoch mean) for the terms
+  whose values `record` holds (`train_term/<name>`); '' when it holds none."""
+  keys = [('train_term/' + t['name'], t) for t in terms]
+  shown = [f'{t["weight"]:.4g}·{t["label"]} {record[key]:.4f}' for key, t in keys
+           if key in record]
+  return f' = {" + ".join(shown)}' if shown else ''
 
 
 def selection_fields(records: list[dict]) -> dict:

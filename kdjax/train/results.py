@@ -14,6 +14,7 @@ import numpy as np
 
 from kdjax import config as config_lib
 from kdjax import report
+from kdjax import terms as terms_lib
 from kdjax.methods import registry as methods_registry
 from kdjax.train import checkpoint as checkpoint_lib
 from kdjax.train import progress as progress_lib
@@ -81,6 +82,10 @@ def member_results(facts: dict, member_config, records: list[dict], final: dict,
                    labels: dict, num_classes: int, diverged_at: int) -> dict:
   """One member's results.json: the facts, its settings, its accuracies, its history.
 
+  `loss` spells out the sum its step minimised ('loss = 0.1·ce + 0.9·kd@T4') and
+  `loss_terms` lists each term's `name` (its key in the history, `train_term/<name>`),
+  `label` and `weight` (`kdjax.terms.describe`).
+
   `final` maps a split to (logits [M, N, K], correct [M, N]) after the last
   epoch; `test_accuracy` is the last epoch's, never a maximum over epochs.
   """
@@ -104,6 +109,7 @@ def member_results(facts: dict, member_config, records: list[dict], final: dict,
       'learning_rate': float(member_config.optimizer.learning_rate),
       'method_weight': (methods_registry.weight(member_config) if member_config.method.name
                         else None),
+      **terms_lib.results_fields(member_config),
       'diverged': bool(diverged_at),
       'diverged_at_step': int(diverged_at) or None,
   })
