@@ -356,3 +356,36 @@ def _method_term(name: str) -> Callable[..., Term]:
 for _name, _method in methods_registry.METHODS.items():
   register(_name, reads=('features' if _method.taps_features else 'logits', 'teacher'))(
       _method_term(_name))
+
+
+def _trained_term(name: str) -> Callable[..., Term]:
+  """The zoo's method `name` with parts of its own (kdjax.methods.trained.TRAINED) as a
+  term: its parameters and state, shaped after both networks' features, live under the
+  term's name. Without RepDistiller's init stage (that stage belongs to `method.name`)."""
+
+  def factory(config) -> Term:
+    method = methods_registry.trained.TRAINED[name]
+    context = methods_registry.trained.Context(options=methods_registry.options(config))
+
+    def init_with(rng, student, teacher):
+      # Zeros of the features' shapes: modules initialise on arrays.
+      zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)  # noqa: E731
+      return method.init(rng, zeros(student['features']), zeros(teacher['features']), context)
+
+    def loss(student, teacher, labels, hparams, own_params):
+      run = methods_registry.trained.Run(
+          params=own_params, state=hparams['objective_state'],
+          example_index=hparams.get('example_index'), rng=hparams['objective_rng'],
+          in_init=False, epoch=hparams['epoch'])
+      term, _, state = method.loss(student['features'], teacher['features'], labels, run,
+                                   context)
+      return term, {objective_registry.STATE: state}
+
+    return Term(label=name, loss=loss, init_with=init_with)
+
+  return factory
+
+
+for _name, _method in methods_registry.trained.TRAINED.items():
+  if not _method.per_example and not _method.init_stage:
+    register(_name, reads=('features', 'teacher'))(_trained_term(_name))

@@ -3,6 +3,7 @@
 import dataclasses
 import re
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -161,3 +162,43 @@ def test_a_term_of_a_test_with_parameters_and_state_trains_through_the_loop(
   assert results['test_accuracy'] > 0.6  # 67.33% measured (2 epochs of 1,024 images)
   out = capsys.readouterr().out
   assert re.search(r'loss [\d.]+ = 1·ce [\d.]+ \+ 0\.01·centre [\d.]+', out), out
+
+
+def _features(seed):
+  rng = np.random.default_rng(seed)
+  return {'stage1': jnp.float32(rng.normal(size=(2, 4, 4, 3))),
+          'stage2': jnp.float32(rng.normal(size=(2, 2, 2, 5))),
+          'pooled': jnp.float32(rng.normal(size=(2, 5)))}
+
+
+@pytest.mark.parametrize('method, weight', [('at', 1000.0), ('fitnet', 100.0)])
+def test_a_method_as_a_term_computes_what_its_shorthand_does(method, weight):
+  """`('ce', 'W*method')` against `method.name=method`, `distill.alpha=0`: the same loss,
+  the same term, on the same parts and state (fitnet's regressor under the term's name)."""
+  common = {'teacher.workdir': 't', 'teacher.cache': False}
+  shorthand = objectives.from_config(_config(**common, **{
+      'method.name': method, 'method.weight': weight, 'distill.alpha': 0.0}))
+  composed = objectives.from_config(_config(**common, **{
+      'distill.terms': ('ce', f'{weight:g}*{method}')}))
+  objectives.check_config(_config(**common, **{'distill.terms': ('ce', f'{weight:g}*{method}')}))
+  student = {'logits': jnp.asarray(LOGITS), 'features': _features(0)}
+  teacher = {'logits': jnp.asarray(TEACHER), 'features': _features(1)}
+  shapes = lambda o: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), o)  # noqa: E731
+  params, state = composed.init_parts(jax.random.PRNGKey(0), shapes(student), shapes(teacher))
+  own = params.get(method, {})
+  hparams = {'temperature': 4.0, 'alpha': 0.0, 'step': 0, 'objective_rng': jax.random.PRNGKey(2)}
+  loss, metrics = composed.loss(student, teacher, LABELS,
+                                dict(hparams, objective_state=state), params)
+  if method == 'fitnet':
+    assert set(params) == {'fitnet'} and set(state) == {'fitnet'}
+    base_params = {'base': {}, 'method': own}
+    want, want_metrics = shorthand.loss(student, teacher, LABELS,
+                                        dict(hparams, objective_state=state['fitnet']),
+                                        base_params)
+  else:
+    assert params == {} and state == {}
+    want, want_metrics = shorthand.loss(student, teacher, LABELS, hparams, {})
+  assert float(metrics[f'term/{method}']) == pytest.approx(float(want_metrics['method']),
+                                                           rel=1e-6)
+  assert float(metrics['term/ce']) == pytest.approx(_ce(LOGITS, LABELS), rel=1e-6)
+  assert float(loss) == pytest.approx(float(want), rel=1e-6)
