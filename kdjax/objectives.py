@@ -31,6 +31,12 @@ Adding a distillation method means writing one function and registering it:
       return objectives.Objective(name='my_method', loss=loss)
 
 and setting `config.distill.objective = 'my_method'`. The loop never changes.
+
+A new part of a loss is better written as a term (`kdjax.terms`): one pure
+function registered by name, which any run combines with others by weight
+(`config.distill.terms`). The objectives here are the shorthands' (`logit_kd`,
+`defensive`, plus `method.name`); each reports the unweighted value of every term it
+stands for under `terms.PREFIX + name`, as `kdjax.terms.describe` names them.
 """
 
 import jax

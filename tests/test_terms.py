@@ -146,7 +146,7 @@ def test_a_term_of_a_test_with_parameters_and_state_trains_through_the_loop(
   c.num_epochs = 2
   c.distill.terms = ('ce', '0.01*test_centre')
   results = loop.train_and_evaluate(c, str(tmp_path / 'run'))
-  assert results['loss'] == 'loss = 1·ce + 0.01·centre'
+  assert results['loss'] == 'loss = 1·ce + 0.01·centre' and results['objective'] == 'terms'
   assert results['loss_terms'] == [
       {'name': 'ce', 'label': 'ce', 'weight': 1.0},
       {'name': 'test_centre', 'label': 'centre', 'weight': 0.01}]

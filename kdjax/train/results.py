@@ -59,7 +59,8 @@ def run_facts(config, dataset, feed, *, num_params: int, teacher, timing: dict,
       'input_pipeline': feed.mode,
       'steps_per_epoch': feed.steps_per_epoch,
       'epochs': config.num_epochs,
-      'objective': config.distill.objective,
+      # 'terms' for a run that names its terms (config.distill.terms; see `loss`).
+      'objective': 'terms' if len(config.distill.terms) else config.distill.objective,
       'method': _method(config),
       # An online cohort's kind, weight, temperature and refresh (kdjax.online); None if not.
       'online': None if config.online.kind is None else config.online.to_dict(),
