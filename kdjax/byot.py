@@ -25,6 +25,7 @@ import numpy as np
 from kdjax import config as config_lib
 from kdjax import losses
 from kdjax import objective_registry
+from kdjax import terms as terms_lib
 from kdjax.errors import ConfigError
 from kdjax.models import multi_exit
 
@@ -87,13 +88,7 @@ def objective(*, alpha=ALPHA, temperature=TEMPERATURE, feature_weight=FEATURE_WE
 
   def loss(student, teacher, labels, hparams, own_params):
     del teacher, hparams, own_params  # the network is its own teacher
-    features = student['features']
-    exits = sorted(int(k[len('exit'):-len('_logits')]) for k in features
-                   if k.startswith('exit') and k.endswith('_logits'))
-    if not exits:
-      raise ConfigError("distill.objective='byot' needs a multi-exit model "
-                        "(config.model.name='multi_exit')")
-    logits, hints, deepest = multi_exit.exit_outputs(features, exits)
+    exits, (logits, hints, deepest) = _exits(student['features'])
     per_example, terms = byot_loss(
         jnp.stack(logits), jnp.stack(hints), deepest, labels, alpha=alpha,
         temperature=temperature, feature_weight=feature_weight, t_squared=t_squared,
@@ -109,6 +104,53 @@ def objective(*, alpha=ALPHA, temperature=TEMPERATURE, feature_weight=FEATURE_WE
     return jnp.mean(per_example), metrics
 
   return objective_registry.Objective(name='byot', loss=loss, taps_features=True)
+
+
+def _exits(features) -> tuple[list[int], tuple]:
+  """The exits' stages and (logits, shallow hints, deepest hint) of a multi-exit model."""
+  exits = sorted(int(k[len('exit'):-len('_logits')]) for k in features
+                 if k.startswith('exit') and k.endswith('_logits'))
+  if not exits:
+    raise ConfigError("BYOT's loss needs a multi-exit model (config.model.name='multi_exit')")
+  return exits, multi_exit.exit_outputs(features, exits)
+
+
+def _exit_term(part: str, label: str):
+  """BYOT's per-exit term `part` of `byot_loss` as a term of the loss algebra: the batch
+  mean of the deepest exit's cross-entropy ('ce_deepest'), or of the sum over the
+  shallow exits of their cross-entropy ('ce_shallow'), their KL from the deepest at
+  `byot.temperature` ('kd', without the T² that its weight carries) or their hint
+  distance ('feature')."""
+
+  def factory(config) -> terms_lib.Term:
+    temperature = float(config.byot.temperature)
+
+    def loss(student, teacher, labels, hparams, own_params):
+      del teacher, hparams, own_params
+      _, (logits, hints, deepest) = _exits(student['features'])
+      _, parts = byot_loss(jnp.stack(logits), jnp.stack(hints), deepest, labels,
+                           temperature=temperature)
+      if part == 'ce_deepest':
+        return jnp.mean(parts['ce'][-1]), {}
+      if part == 'ce_shallow':
+        return jnp.mean(jnp.sum(parts['ce'][:-1], 0)), {}
+      return jnp.mean(jnp.sum(parts['kl' if part == 'kd' else 'feature'], 0)), {}
+
+    return terms_lib.Term(label=label.format(T=temperature), loss=loss)
+
+  return factory
+
+
+def _check_exit_terms(c) -> None:
+  if c.model.name != 'multi_exit':
+    config_lib.fail('model.name', c.model.name, "must be 'multi_exit' for BYOT's exit terms")
+  config_lib.check_positive(c, 'byot.temperature')
+
+
+for _part, _label in (('ce_deepest', 'ce/deepest'), ('ce_shallow', 'ce/shallow'),
+                      ('kd', 'kd@T{T:g}/shallow'), ('feature', 'feature/shallow')):
+  terms_lib.register(f'exit_{_part}', reads=('features',), validate=_check_exit_terms)(
+      _exit_term(_part, _label))
 
 
 def check_config(c) -> None:

@@ -24,6 +24,8 @@ import time
 from absl import flags
 
 from experiments import common
+from experiments import hinton_mnist
+from experiments import imagenet_kd
 from kdjax import config as config_lib
 from kdjax import report
 from kdjax.errors import ConfigError
@@ -117,7 +119,7 @@ def _launcher_stages(launcher: str, preset_name: str, workdir: str) -> dict:
   setup, preset_now = common.make_setup(preset, dataset=None, epochs=0, seeds=0,
                                         train_examples=-1, quick=False, data_dir='')
   stages = common.Stages(workdir, setup)
-  with contextlib.redirect_stdout(open(os.devnull, 'w')):
+  with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink):
     try:
       module.body(stages, dict(preset_now, name=preset_name))
     except Exception as e:  # noqa: BLE001  (a stand-in result lacks what the body reads)
@@ -131,8 +133,6 @@ def capture(keys=None) -> dict:
   hinton_mnist's plans."""
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(['stage_configs'])
-  from experiments import hinton_mnist  # noqa: E402  (defines its flags)
-  from experiments import imagenet_kd  # noqa: E402
   out = {}
   original = common.Stages.run, teacher_lib._check_method  # pylint: disable=protected-access
   teacher_lib._check_method = _memoised_check_method(original[1])

@@ -9,6 +9,7 @@ be added beside it), and a stage keeps its config field for field (a field added
 the schema since must hold its default).
 """
 
+import importlib
 import json
 
 import pytest
@@ -26,7 +27,7 @@ SLOW_PRESETS = ('method_zoo/repdistiller',)
 
 def test_every_preset_and_every_case_is_recorded():
   expected = {f'{launcher}/{name}' for launcher in stage_configs.LAUNCHERS
-              for name in __import__(f'experiments.{launcher}', fromlist=['PRESETS']).PRESETS}
+              for name in importlib.import_module(f'experiments.{launcher}').PRESETS}
   assert set(STAGES) == expected | {'hinton_mnist/full', 'hinton_mnist/quick'}
   assert set(LOSSES) == set(reference_losses.cases())
   # The stand-in results let each launcher reach its report: every stage is recorded.

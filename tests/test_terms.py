@@ -10,7 +10,7 @@ import pytest
 
 from configs import mnist_student
 from kdjax import config as config_lib
-from kdjax import objectives, terms
+from kdjax import models, objectives, terms
 from kdjax.errors import ConfigError
 from kdjax.train import loop
 
@@ -202,3 +202,32 @@ def test_a_method_as_a_term_computes_what_its_shorthand_does(method, weight):
                                                            rel=1e-6)
   assert float(metrics['term/ce']) == pytest.approx(_ce(LOGITS, LABELS), rel=1e-6)
   assert float(loss) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_byots_exit_terms_compose_to_its_loss():
+  """BYOT's four per-exit terms, weighted as the shorthand describes them, sum to the
+  `byot` objective's loss and report the same values."""
+  options = dict(base='cifar_resnet', blocks=(1, 1, 1), widths=(4, 4, 8, 8), exits=(1, 2))
+  model = models.create('multi_exit', num_classes=3, **options)
+  images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 1)), jnp.float32)
+  variables = model.init(jax.random.PRNGKey(0), images, train=False)
+  logits, features = model.apply(variables, images, train=False, return_features=True)
+  config = _config(**{'distill.objective': 'byot', 'byot.alpha': 0.1, 'byot.temperature': 3.0})
+  config.model = config_lib.ml_collections.ConfigDict({'name': 'multi_exit', **options})
+  described = terms.describe(config)
+  weights = [repr(t['weight']) for t in described]
+  specs = (f'{weights[0]}*exit_ce_deepest', f'{weights[1]}*exit_ce_shallow',
+           f'{weights[2]}*exit_kd', f'{weights[3]}*exit_feature')
+  composed_config = _config(**{'distill.terms': specs, 'byot.temperature': 3.0})
+  composed_config.model = config.model
+  objectives.check_config(composed_config)
+  student, hparams = {'logits': logits, 'features': features}, {'temperature': 4.0}
+  want, want_metrics = objectives.from_config(config).loss(student, None, LABELS, hparams, {})
+  got, metrics = objectives.from_config(composed_config).loss(student, None, LABELS, hparams, {})
+  assert float(got) == pytest.approx(float(want), rel=1e-6)
+  for name, part in (('ce/deepest', 'exit_ce_deepest'), ('ce/shallow', 'exit_ce_shallow'),
+                     ('kd/shallow', 'exit_kd'), ('feature/shallow', 'exit_feature')):
+    assert float(metrics[f'term/{part}']) == pytest.approx(
+        float(want_metrics[f'term/{name}']), rel=1e-6)
+  assert terms.text(terms.describe(composed_config)) == (
+      'loss = 1·ce/deepest + 0.9·ce/shallow + 0.9·kd@T3/shallow + 0.000128·feature/shallow')
