@@ -136,7 +136,8 @@ def _exit_term(part: str, label: str):
         return jnp.mean(jnp.sum(parts['ce'][:-1], 0)), {}
       return jnp.mean(jnp.sum(parts['kl' if part == 'kd' else 'feature'], 0)), {}
 
-    return terms_lib.Term(label=label.format(T=temperature), loss=loss)
+    return terms_lib.Term(label=label.format(T=temperature), loss=loss,
+                          task=part.startswith('ce_'))
 
   return factory
 

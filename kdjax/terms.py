@@ -63,6 +63,8 @@ class Term:
     init_with: `init_with(rng, student, teacher) -> (params, state)` for parts of its own.
     name: its registered name (set by `from_config`): the key of its value in the metrics
       (`term/<name>`) and of its parts, the same for every member of a sweep.
+    task: a label (task) term: the weighted sum of these is the objective's task term
+      (`objective_registry.TASK`), whose gradient DOT keeps apart from the rest.
   """
   label: str
   loss: objective_registry.LossFn
@@ -71,6 +73,7 @@ class Term:
   warmup_epochs: float = 0.0
   init_with: Callable | None = None
   name: str = ''
+  task: bool = False
 
   @property
   def needs_teacher(self) -> bool:
@@ -194,7 +197,7 @@ def compose(terms: tuple[Term, ...], *, steps_per_epoch: int = 1,
   def loss(student, teacher, labels, hparams, own_params):
     epoch = hparams.get('step', 0) / steps_per_epoch
     states = hparams.get('objective_state') or {}
-    total, metrics, new_states = 0.0, {}, {}
+    total, task, metrics, new_states = 0.0, 0.0, {}, {}
     for i, term in enumerate(terms):
       if term.needs_teacher and teacher is None:
         continue
@@ -206,11 +209,15 @@ def compose(terms: tuple[Term, ...], *, steps_per_epoch: int = 1,
       extra = dict(extra)
       if objective_registry.STATE in extra:
         new_states[term.name] = extra.pop(objective_registry.STATE)
-      total = total + term.weight * _warmup(term, epoch) * value
+      weighted = term.weight * _warmup(term, epoch) * value
+      total = total + weighted
+      task = task + weighted if term.task else task
       metrics.update(extra)
       metrics[PREFIX + term.name] = value
     if new_states:
       metrics[objective_registry.STATE] = dict(states, **new_states)
+    if any(t.task for t in terms):
+      metrics[objective_registry.TASK] = task
     return total, metrics
 
   return objective_registry.Objective(name=name, loss=loss, init_with=init_with,
@@ -305,7 +312,7 @@ def _ce(config) -> Term:
     del teacher, hparams, own_params
     return jnp.mean(losses.cross_entropy(student['logits'], labels)), {}
 
-  return Term(label='ce', loss=loss)
+  return Term(label='ce', loss=loss, task=True)
 
 
 @register('tempered_ce', reads=('logits',))
@@ -317,7 +324,7 @@ def _tempered_ce(config) -> Term:
     del teacher, hparams, own_params
     return jnp.mean(losses.cross_entropy(student['logits'] / temperature, labels)), {}
 
-  return Term(label=f'ce@T{temperature:g}', loss=loss)
+  return Term(label=f'ce@T{temperature:g}', loss=loss, task=True)
 
 
 @register('kd', reads=('logits', 'teacher'))

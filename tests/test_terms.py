@@ -96,6 +96,8 @@ def test_composed_terms_sum_by_weight_and_ramp_in_over_their_warmup():
                                    {'temperature': 3.0, 'step': step}, {})
     assert float(loss) == pytest.approx(0.25 * ce + 0.75 * factor * kd, rel=1e-5), step
     assert float(metrics['term/kd']) == pytest.approx(kd, rel=1e-5)
+    # The label term, weighted, is the task term DOT's optimizer keeps apart.
+    assert float(metrics[objectives.TASK]) == pytest.approx(0.25 * ce, rel=1e-6)
   # Without a teacher (a teacher-free evaluation) the teacher's terms are left out.
   loss, metrics = objective.loss(student, None, LABELS, {'temperature': 3.0}, {})
   assert float(loss) == pytest.approx(0.25 * ce, rel=1e-6) and 'term/kd' not in metrics
