@@ -14,19 +14,20 @@ with what it reads (`logits`, `features`, `teacher`, `example_index`, …):
 and picked, with its weight, by `config.distill.terms` (`('0.1*ce', '0.9*kd')`).
 A term may own trainable parameters and non-gradient state (`Term.init_with`,
 shaped after the networks' outputs, as `Objective.init_with`): each term's
-parts live under its label in the objective's, and its state comes back in its
-metrics under `objective_registry.STATE`. `warmup_epochs` ramps its weight in
-linearly from 0.
+parts live under its registered name in the objective's, and its state comes
+back in its metrics under `objective_registry.STATE`. `warmup_epochs` ramps its
+weight in linearly from 0. A term's label ('kd@T4') is what results print; its
+name ('kd') keys its value, the same for every member of a sweep.
 
 `compose(terms)` makes the `Objective` the step receives. Every step's metrics
-carry each term's unweighted value under `term/<label>`, so each epoch's history
-holds `train_term/<label>`.
+carry each term's unweighted value under `term/<name>`, so each epoch's history
+holds `train_term/<name>`.
 
 Today's flags are shorthands for lists of terms: `distill.objective` (`logit_kd`,
 `defensive`, `byot`) plus `method.name` name the terms that `describe(config)`
 lists with their weights, as results.json and the progress line print them;
 their objectives (kdjax.objectives, kdjax.byot) compute those terms and report
-each one's value under `term/<label>` as composed terms do.
+each one's value under `term/<name>` as composed terms do.
 """
 
 import dataclasses
@@ -42,7 +43,7 @@ from kdjax import objective_registry
 from kdjax.errors import ConfigError
 from kdjax.methods import registry as methods_registry
 
-# The metrics prefix of a term's unweighted value (history: `train_term/<label>`).
+# The metrics prefix of a term's unweighted value (history: `train_term/<name>`).
 PREFIX = 'term/'
 # What a term may read: the student's logits and features, a second view's logits, the
 # teacher's outputs, the batch's example indices.
