@@ -32,8 +32,8 @@ from kdjax.errors import ConfigError
 from kdjax.train import sweep as sweep_lib
 from kdjax.train import teacher as teacher_lib
 
-LAUNCHERS = ('byot', 'cifar_kd', 'defensive_distillation', 'heterogeneous_kd', 'imagenet_kd',
-             'method_zoo', 'reversed_kd', 'self_kd', 'soft_loss_study')
+LAUNCHERS = ('byot', 'cifar_kd', 'defensive_distillation', 'ensembles', 'heterogeneous_kd',
+             'imagenet_kd', 'method_zoo', 'online', 'reversed_kd', 'self_kd', 'soft_loss_study')
 REFERENCE = os.path.join(os.path.dirname(__file__), 'reference', 'stage_configs.json')
 
 
