@@ -116,7 +116,9 @@ def cohort_loss(own_logits, source_logits, labels, *, weight, temperature,
   soft = jnp.mean(losses.soft_target_loss(own_logits, target_logits, temperature=temperature,
                                           kind='kl'))
   hard = jnp.mean(losses.cross_entropy(own_logits, labels))
-  return hard + weight * soft, {TASK: hard, 'online_kl': soft}
+  # 'term/…': each named term's value, as kdjax.terms.describe names them.
+  return hard + weight * soft, {TASK: hard, 'online_kl': soft, 'term/ce': hard,
+                                'term/online': soft}
 
 
 def objective(config, model, image_shape) -> Objective:

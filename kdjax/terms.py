@@ -249,6 +249,10 @@ def describe(config) -> tuple[dict, ...]:
     return tuple(_entry(t.name, t.label, t.weight) for t in from_config(config))
   objective = config.distill.objective
   teacher = bool(config.teacher.workdir)
+  online = config.get('online')
+  if online is not None and online.kind:  # kdjax.online: the cohort's mean at T
+    return (_entry('ce', 'ce', 1.0),
+            _entry('online', f'{online.kind}@T{float(online.temperature):g}', online.weight))
   if objective == 'byot':
     return _byot_terms(config)
   if objective == 'defensive':

@@ -61,6 +61,8 @@ def test_the_shorthands_name_their_terms_and_weights():
        'loss = 0·ce@T20 + 1·soft_ce@T20'),
       ({'distill.objective': 'byot', 'byot.alpha': 0.1, 'byot.temperature': 3.0},
        'loss = 1·ce/deepest + 0.9·ce/shallow + 0.9·kd@T3/shallow + 0.000128·feature/shallow'),
+      ({'online.kind': 'dml', 'online.weight': 0.5, 'online.temperature': 2.0},
+       'loss = 1·ce + 0.5·dml@T2'),
       ({'distill.terms': ('0.3*ce', '0.7*kd'), 'teacher.workdir': 't'},
        'loss = 0.3·ce + 0.7·kd@T4'),
   ]
