@@ -78,13 +78,14 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_teacher_model(config) -> None:
-  """The teacher's model resolves here: an import path its run recorded must still import."""
-  teacher_config, _ = teacher_lib.read_run(os.path.abspath(config.teacher.workdir))
-  try:
-    models.check_config(teacher_config)
-  except ConfigError as e:
-    raise ConfigError(f'config.teacher.workdir={config.teacher.workdir}: the teacher\'s '
-                      f'{e}') from None
+  """Each teacher's model resolves here: an import path its run recorded must still import."""
+  directories, _ = teacher_lib.resolve(config.teacher.workdir)
+  for workdir in directories:
+    teacher_config, _ = teacher_lib.read_run(workdir)
+    try:
+      models.check_config(teacher_config)
+    except ConfigError as e:
+      raise ConfigError(f'config.teacher.workdir={workdir}: the teacher\'s {e}') from None
 
 
 def _is_whole(value) -> bool:

@@ -183,21 +183,33 @@ def _model_key(teacher_config) -> str:
   return json.dumps(teacher_config.model.to_dict(), sort_keys=True, default=str)
 
 
-def _check_method(config, teacher_config, num_classes: int, shape: tuple) -> None:
-  """Traces the method's loss on both networks' outputs abstractly: a pair it cannot
-  compare (an MLP for attention maps, unequal stage counts) is refused here."""
-  method = methods.get(config.method.name)
-  images = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
+_OUTPUTS = {}  # (model config, classes, shape) -> its abstract outputs, traced once
 
-  def outputs(model_config):
+
+def _abstract_outputs(model_config, num_classes: int, shape: tuple) -> dict:
+  """{'logits', 'features'}: a network's outputs on two images of `shape`, as shapes.
+
+  Traced once per architecture, classes and shape in a process: a launcher checks
+  every pair of its stages, and the trace depends on nothing else."""
+  key = (json.dumps(model_config.to_dict(), sort_keys=True, default=str), num_classes,
+         tuple(shape))
+  if key not in _OUTPUTS:
     model = models.from_config(model_config, num_classes=num_classes)
+    images = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(images.shape),
                                                   train=False))
     logits, features = jax.eval_shape(
         lambda v, x: model.apply(v, x, train=False, return_features=True), variables, images)
-    return {'logits': logits, 'features': features}
+    _OUTPUTS[key] = {'logits': logits, 'features': features}
+  return dict(_OUTPUTS[key])
 
-  student, teacher = outputs(config.model), outputs(teacher_config.model)
+
+def _check_method(config, teacher_config, num_classes: int, shape: tuple) -> None:
+  """Traces the method's loss on both networks' outputs abstractly: a pair it cannot
+  compare (an MLP for attention maps, unequal stage counts) is refused here."""
+  method = methods.get(config.method.name)
+  student = _abstract_outputs(config.model, num_classes, shape)
+  teacher = _abstract_outputs(teacher_config.model, num_classes, shape)
   if getattr(method, 'strong_view', False):  # the second view's logits: shaped as the first's
     student['strong_logits'], teacher['strong_logits'] = student['logits'], teacher['logits']
   try:
