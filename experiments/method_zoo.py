@@ -44,14 +44,11 @@ Presets:
                 the about 4,500 training examples of other classes.
 """
 
-import os
-
 from absl import flags
-import numpy as np
 
 from experiments import common
+from experiments import method_zoo_tables as tables
 from experiments.method_zoo_reference import REFERENCE, REFERENCE_ORDER, REVIEWKD_WEIGHTS
-from kdjax import report
 from kdjax.errors import ConfigError
 
 METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'fsp', 'nst',
@@ -75,6 +72,9 @@ METHODS = ('kd', 'fitnet', 'at', 'sp', 'cc', 'vid', 'rkd', 'pkt', 'ab', 'ft', 'f
 #            (Jin-Ying/Multi-Level-Logit-Distillation, configs/cifar100/ours/res32x4_res8x4.yaml
 #            and mdistiller's KD defaults); the strong view is kdjax's (kdjax.methods.mlkd)
 #   mlkd+ls  MLKD with standardised logits in its KD terms, weight 9, base T 2 (the same flags)
+# For both MLKDs a preset may name `mlkd_relation_weights`: candidates for the class- and
+# batch-level terms' weights (method.mlkd_class_weight = mlkd_batch_weight; the authors': 1),
+# one stage each, chosen on validation (kdjax.methods.mlkd.mlkd_loss says why).
 _STANDARDIZED = ('kd+ls', 'dkd+ls', 'mlkd+ls')
 # The method (config.method.name) each stage runs; '' for logit KD alone.
 METHOD_NAMES = {'kd': '', 'crd+kd': 'crd', 'kd+dot': '', 'kd+ls': '', 'dkd+ls': 'dkd',
@@ -130,6 +130,10 @@ PRESETS = {
                 # DOT replaces Adam by SGD with two momenta, at the authors' CIFAR rate; CTKD's
                 # curriculum over the first epoch (theirs: 10 of 240).
                 dot_learning_rate=0.05, ctkd_epochs=1.0,
+                # At 10 classes and batch 128 MLKD's class-level term is ~400 times its
+                # CIFAR-100 size; with LS's weight 9 it swamps the KD terms: 0.1 puts it and
+                # the batch-level term at plain MLKD's weight, 1 is the authors'.
+                mlkd_relation_weights=(1.0, 0.1),
                 model_options={'resnet20': {'stem': 'imagenet'}, 'resnet8': {'stem': 'imagenet'}},
                 quick_seeds=1),  # --quick: one run per stage
 }
@@ -239,64 +243,69 @@ def _label(student: str, teacher: str, method: str, changes: dict) -> str:
     base = changes.get('method.mlkd_temperature', 4.0)
     lr = (f', lr {changes["optimizer.learning_rate"]:g}' if 'optimizer.learning_rate' in changes
           else '')
+    relations = changes.get('method.mlkd_class_weight', 1.0)
+    relations = (f', class- and batch-level weights {relations:g}' if relations != 1.0
+                 else '')
     return (f'{head} method=mlkd{stand} (weight {weight:g}, CE 0.1 per view, base '
-            f'temperature {base:g}, two views{lr}), alpha=0')
+            f'temperature {base:g}, two views{lr}{relations}), alpha=0')
   weight = (f', weight {changes["method.weight"]:g}' if 'method.weight' in changes
             else '')
   return f'{head} method={method}{weight}, alpha=0'
 
 
-def _cell(runs: list[dict] | None) -> str:
-  """'best-validation-epoch accuracy (last epoch)' over seeds; n/a for a pair the method
-  cannot compare."""
-  if runs is None:
-    return 'n/a'
-  return (f'{common.accuracy_text(runs, "test_accuracy_at_best_validation")} '
-          f'({common.accuracy_text(runs)})')
+
+def _relation_note(preset: dict) -> str:
+  """The report's first note: what is chosen across runs."""
+  if 'mlkd_relation_weights' not in preset:
+    return 'Nothing is chosen across runs: every method runs at its published weight. '
+  return ('Every method runs at its published weight, except MLKD\'s class- and batch-level '
+          'terms (1 in its authors\' code), whose weight is chosen on validation from '
+          + ', '.join(f'{w:g}' for w in preset['mlkd_relation_weights'])
+          + ' per method and pair: the class-level term grows as (batch / classes)², and '
+          'logit standardisation multiplies it by its weight 9 without standardising it '
+          '(kdjax.methods.mlkd). ')
 
 
-def _per_epoch_seconds(stage: dict | None) -> float:
-  if stage is None:
-    return float('nan')
-  runs = common.members(stage)
-  return stage.get('train_seconds', 0.0) / max(1, len(runs) * stage.get('epochs', 1))
+def relation_weights(method: str, preset: dict) -> tuple:
+  """The candidate class- and batch-level weights of an MLKD stage (the preset's
+  `mlkd_relation_weights`, else the authors' 1 alone); (None,) for other methods."""
+  if method_name(method) != 'mlkd':
+    return (None,)
+  return tuple(float(w) for w in preset.get('mlkd_relation_weights', (1.0,)))
 
 
-def _members(stage: dict | None) -> list[dict] | None:
-  return None if stage is None else common.members(stage)
-
-
-def _stage_name(student: str, teacher: str, method: str) -> str:
-  return f'{student}_from_{teacher}_{method.replace("+", "_")}'
-
-
-def _model_text(model: str, preset: dict) -> str:
-  """A model's name in the table, with its stem where it is not the CIFAR one."""
-  stem = preset.get('model_options', {}).get(model, {}).get('stem', 'cifar')
-  return model if stem == 'cifar' else f'{model} ({stem} stem)'
-
-
-def _published(pair: tuple, column: str) -> str:
-  value = REFERENCE.get(pair, {}).get(column)
-  return '' if value is None else f'{value:.2f}'
-
-
-def _cost_rows(workdir: str, pairs, methods, taught: dict) -> list[list[str]]:
-  """Per method: wall minutes over its stages, seconds per epoch per run, and that cost
-  relative to KD's."""
-  kd_cost = np.mean([_per_epoch_seconds(taught[(t, s, 'kd')]) for t, s in pairs])
-  seconds_path = os.path.join(workdir, 'stage_seconds.json')
-  seconds = report.read_json(seconds_path) if os.path.exists(seconds_path) else {}
-  costs = []
-  for method in methods:
-    ran = [(t, s) for t, s in pairs if taught[(t, s, method)] is not None]
-    if not ran:
-      costs.append([method, 'n/a', 'n/a', 'n/a'])
-      continue
-    per_epoch = np.mean([_per_epoch_seconds(taught[(t, s, method)]) for t, s in ran])
-    wall = sum(seconds.get(_stage_name(s, t, method), 0.0) for t, s in ran)
-    costs.append([method, f'{wall / 60:.1f}', f'{per_epoch:.2f}', f'{per_epoch / kd_cost:.2f}'])
-  return costs
+def _train_method(stages: common.Stages, preset: dict, pair: tuple, method: str,
+                  report_rows: list, choices: dict) -> dict:
+  """One method's stage, or one per candidate relation weight (MLKD), returning the one
+  chosen on validation; its rows, selection and candidates' table rows go to the lists."""
+  teacher, student = pair
+  changes, temperatures, alphas = _method_changes(method, teacher, student, preset,
+                                                  stages.setup)
+  candidates = relation_weights(method, preset)
+  trained = {}
+  for weight in candidates:
+    these, name = dict(changes), tables.stage_name(student, teacher, method)
+    if weight not in (None, 1.0):  # the authors' 1 keeps the stage's plain name
+      these.update({'method.mlkd_class_weight': weight, 'method.mlkd_batch_weight': weight})
+      name += f'_rw{weight:g}'
+    trained[(weight,)] = stages.distill(
+        name, student, stages.teacher_of(f'teacher_{teacher}'), temperatures=temperatures,
+        alphas=alphas, changes=these)
+    report_rows.append(common.row(_label(student, teacher, method, these),
+                                  common.members(trained[(weight,)]), stage=name,
+                                  method_name=method, relation_weight=weight))
+  if len(candidates) == 1:
+    return trained[(candidates[0],)]
+  groups = {key: common.members(results) for key, results in trained.items()}
+  chosen, selection, _ = common.select(
+      f'{student} from {teacher}, {method}: class- and batch-level weight', groups,
+      ('relation_weight',))
+  choices['selections'].append(selection)
+  choices['rows'] += [[method, f'{teacher} → {student}', f'{key[0]:g}',
+                       common.accuracy_text(runs, 'validation_accuracy'),
+                       common.accuracy_text(runs), 'chosen' if key == chosen else '']
+                      for key, runs in groups.items()]
+  return trained[chosen]
 
 
 def body(stages: common.Stages, preset: dict) -> str:
@@ -304,6 +313,7 @@ def body(stages: common.Stages, preset: dict) -> str:
   methods = chosen_methods((METHODS_FLAG.value if flags.FLAGS.is_parsed() else None)
                            or preset.get('methods', ()))
   teachers, alone, taught, report_rows = {}, {}, {}, []
+  choices = {'selections': [], 'rows': []}
   for teacher, student in pairs:
     if teacher not in teachers:
       changes, label = _recipe_changes(teacher, preset), f'teacher {teacher}'
@@ -320,32 +330,26 @@ def body(stages: common.Stages, preset: dict) -> str:
       report_rows.append(common.row(f'{student} alone', common.members(alone[student]),
                                     stage=f'{student}_alone'))
     for method in methods:
-      if not _pairs_with(method, teacher, student, stages.setup):
-        taught[(teacher, student, method)] = None
-        continue
-      changes, temperatures, alphas = _method_changes(method, teacher, student, preset,
-                                                      stages.setup)
-      name = _stage_name(student, teacher, method)
-      taught[(teacher, student, method)] = stages.distill(
-          name, student, stages.teacher_of(f'teacher_{teacher}'), temperatures=temperatures,
-          alphas=alphas, changes=changes)
-      report_rows.append(common.row(_label(student, teacher, method, changes),
-                                    common.members(taught[(teacher, student, method)]),
-                                    stage=name, method_name=method))
+      taught[(teacher, student, method)] = (
+          _train_method(stages, preset, (teacher, student), method, report_rows, choices)
+          if _pairs_with(method, teacher, student, stages.setup) else None)
 
-  header = ['method'] + [f'{_model_text(t, preset)} → {_model_text(s, preset)}'
+  header = ['method'] + [f'{tables.model_text(t, preset)} → {tables.model_text(s, preset)}'
                          for t, s in pairs]
   table = [['teacher'] + [common.accuracy_text(common.members(teachers[t])) for t, _ in pairs],
-           ['student alone'] + [_cell(common.members(alone[s])) for _, s in pairs]]
+           ['student alone'] + [tables.cell(common.members(alone[s])) for _, s in pairs]]
   for method in methods:
-    table.append([method] + [_cell(_members(taught[(t, s, method)])) for t, s in pairs])
-  reference = [[column] + [_published(pair, column) for pair in pairs]
+    table.append([method] + [tables.cell(tables.members_of(taught[(t, s, method)])) for t, s in pairs])
+  reference = [[column] + [tables.published(pair, column) for pair in pairs]
                for column in REFERENCE_ORDER]
-  costs = _cost_rows(stages.workdir, pairs, methods, taught)
+  costs = tables.cost_rows(stages.workdir, pairs, methods, taught)
   sections = [('Test accuracy at the epoch chosen on validation (last epoch in brackets)',
                header, table),
               ('Cost', ['method', 'wall minutes (all pairs and seeds)', 's per epoch per run',
                         '× KD'], costs)]
+  if choices['rows']:
+    sections.append(('MLKD\'s class- and batch-level weight, chosen on validation (last epoch)',
+                     ['method', 'pair', 'weight', 'validation', 'test', ''], choices['rows']))
   if any(pair in REFERENCE for pair in pairs):
     sections.append(('Published (CIFAR-100; RepDistiller README, and for DKD, DIST, CTKD, DOT, '
                      'MLKD and logit standardisation (LS) their authors\' READMEs)',
@@ -363,8 +367,8 @@ def body(stages: common.Stages, preset: dict) -> str:
   return common.write_report(
       stages, title=f'Distillation methods, preset {preset["name"]}',
       command=common.command_line(), sections=sections, data=data, rows=report_rows,
-      notes='Nothing is chosen across runs: every method runs at its published weight. '
-      'Within a run the reported epoch is the one with the best validation accuracy; the '
+      selections=choices['selections'],
+      notes=_relation_note(preset) + 'Within a run the reported epoch is the one with the best validation accuracy; the '
       'bracketed number is the last epoch, as the references report it. crd+kd weighs '
       'CE, KD and CRD 0.5 : 0.5 : 0.4 (RepDistiller: 1 : 1 : 0.8). AB, FT and FSP begin with '
       'their init stage (method-only training), counted in their cost. kd+dot is KD trained '

@@ -210,6 +210,10 @@ def default() -> ml_collections.ConfigDict:
   c.method.mlkd_temperature = 4.0
   c.method.mlkd_temperatures = (3.0, 5.0, 2.0, 6.0)
   c.method.mlkd_ce_weight = 0.1
+  # Multipliers of the class- and batch-level terms inside the method (1: the authors';
+  # see kdjax.methods.mlkd.mlkd_loss for when they matter).
+  c.method.mlkd_class_weight = 1.0
+  c.method.mlkd_batch_weight = 1.0
   c.method.mlkd_strong_shift = -1  # the strong view's translation; < 0: max(2 x max_shift, 4)
   # Epochs of method-only training at the start of the run (RepDistiller's
   # init stage, counted in num_epochs); < 0: 30 for ab, fsp and ft, else 0.

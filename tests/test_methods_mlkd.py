@@ -240,7 +240,9 @@ def test_mlkd_configs_are_refused_in_one_line():
       ({'distill.alpha': 0.9}, 'carries its own KD terms'),
       ({'teacher.cache': True}, 'runs the teacher on two augmented views'),
       ({'method.mlkd_temperatures': (3.0, 0.0)}, 'must be > 0'),
-      ({'method.mlkd_ce_weight': -1.0}, 'must be >= 0')):
+      ({'method.mlkd_ce_weight': -1.0}, 'mlkd_ce_weight=-1.0 must be >= 0'),
+      ({'method.mlkd_class_weight': -0.1}, 'mlkd_class_weight=-0.1 must be >= 0'),
+      ({'method.mlkd_batch_weight': float('nan')}, 'mlkd_batch_weight=nan must be >= 0')):
     with pytest.raises(ConfigError, match=message):
       methods.registry.check_config(_valid(**changes))
   student = models.create('simplenn', num_classes=10)

@@ -223,7 +223,8 @@ def _check_method_zoo(data, workdir, preset):
     assert sorted(accuracy) == sorted(chosen)
     for method in chosen:
       name = method_zoo.method_name(method) or None
-      ran += name is not None
+      candidates = method_zoo.relation_weights(method, preset)
+      ran += len(candidates) if name is not None else 0
       stage = os.path.join(workdir, f'{student}_from_{teacher}_{method.replace("+", "_")}')
       with open(os.path.join(stage, 'results.json')) as f:
         results = json.load(f)
@@ -244,6 +245,13 @@ def _check_method_zoo(data, workdir, preset):
         assert (first['method']['weight'], config['method']['mlkd_temperature']) == (
             (9.0, 2.0) if method == 'mlkd+ls' else (0.9, 4.0))
         assert first['teacher']['cached'] is False  # two augmented views: in the step
+        assert candidates == tuple(preset.get('mlkd_relation_weights', (1.0,)))
+        for weight in candidates:  # one stage per candidate class- and batch-level weight
+          path = stage if weight == 1.0 else f'{stage}_rw{weight:g}'
+          run = json.load(open(os.path.join(common.members(json.load(open(os.path.join(
+              path, 'results.json'))))[0]['workdir'], 'results.json')))
+          assert (run['config']['method']['mlkd_class_weight'],
+                  run['config']['method']['mlkd_batch_weight']) == (weight, weight)
       if method == 'ctkd':  # the learned temperature, in (1, 21), at every epoch
         assert all(1.0 < h['train_temperature'] < 21.0 for h in first['history'])
       if method in ('ab', 'ft', 'fsp'):  # the init stage: the first epoch of a quick run
@@ -253,6 +261,10 @@ def _check_method_zoo(data, workdir, preset):
         assert all(np.isfinite(h['train_method']) for h in first['history'])
   labels = [r['label'] for r in data['rows']]
   assert sum('method=' in label for label in labels) == ran
+  chosen_mlkd = [m for m in chosen if len(method_zoo.relation_weights(m, preset)) > 1]
+  assert sorted(s['what'].split(', ')[1].split(':')[0] for s in data['selections']) == sorted(
+      chosen_mlkd * len(pairs))
+  assert all(s['selected_on'] == 'validation' for s in data['selections'])
 
 
 EXTRA_CHECKS = {'method_zoo': _check_method_zoo, 'cifar_kd': _check_cifar_kd, 'reversed_kd': _check_reversed_kd,

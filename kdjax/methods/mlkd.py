@@ -90,7 +90,8 @@ def confidence_masks(teacher_weak_logits):
 
 def mlkd_loss(student_weak, teacher_weak, student_strong, teacher_strong, *,
               temperature: float = 4.0, temperatures=TEMPERATURES,
-              standardize_logits: bool = False):
+              standardize_logits: bool = False, class_weight: float = 1.0,
+              batch_weight: float = 1.0):
   """MLKD's distillation loss, the authors' `forward_train` without its cross-entropy
   and before its `KD_WEIGHT`.
 
@@ -102,7 +103,7 @@ def mlkd_loss(student_weak, teacher_weak, student_strong, teacher_strong, *,
     kd_strong = Σ_{τ∈𝒯[:3]} KD_τ(s_s, t_s) + Σ_{τ∈𝒯[3:]} KD_τ(s_w, t_w)
     cc        = c · Σ_{τ∈𝒯} CC_τ(s_w, t_w)
     bc        = m · Σ_{τ∈𝒯} BC_τ(s_w, t_w)
-    loss      = kd_weak + kd_strong + cc + bc
+    loss      = kd_weak + kd_strong + class_weight · cc + batch_weight · bc
 
   KD = `kd_loss` (T² · KL, the batch's mean), CC = `class_loss`, BC = `batch_loss`.
   This is the authors' code as it runs, which differs from the paper in ways kept
@@ -113,6 +114,18 @@ def mlkd_loss(student_weak, teacher_weak, student_strong, teacher_strong, *,
   the loss, so they are not here. `standardize_logits` z-scores both sides'
   logits inside the KD terms only (logit standardisation's `MLKD`); the masks,
   CC and BC use the raw logits. The teacher's side carries no gradient.
+
+  `class_weight` and `batch_weight` (`method.mlkd_class_weight`, `mlkd_batch_weight`;
+  1 in the authors' code) scale CC and BC against the KD terms. They matter because
+  CC and BC grow with the batch and shrink with the classes (CC about (B / K)², BC about
+  B / K for confident predictions), while the KD terms do not; and logit
+  standardisation raises the weight of every term (0.9 → 9) to make up for the smaller
+  KL of standardised logits although CC and BC are not standardised. At the authors'
+  CIFAR-100 size (B 64, K 100) CC is small beside KD either way; at B 128, K 10 with
+  weight 9, CC starts about 15 times KD's value and its gradient three times KD's
+  (nearly twenty times by the end of the first epoch), so the student fits the teacher's Gram
+  matrices before its labels (`tests/test_mlkd_ls.py`). 0.1 puts CC and BC of MLKD+LS
+  back at plain MLKD's weight 0.9.
   """
   teacher_weak = jax.lax.stop_gradient(teacher_weak)
   teacher_strong = jax.lax.stop_gradient(teacher_strong)
@@ -130,9 +143,9 @@ def mlkd_loss(student_weak, teacher_weak, student_strong, teacher_strong, *,
   kd_strong = sum(kd(student_strong, teacher_strong, tau) if i < 3
                   else kd(student_weak, teacher_weak, tau)
                   for i, tau in enumerate(all_temperatures))
-  cc = c * sum(class_loss(student_weak, teacher_weak, temperature=tau)
+  cc = class_weight * c * sum(class_loss(student_weak, teacher_weak, temperature=tau)
                for tau in all_temperatures)
-  bc = m * sum(batch_loss(student_weak, teacher_weak, temperature=tau)
+  bc = batch_weight * m * sum(batch_loss(student_weak, teacher_weak, temperature=tau)
                for tau in all_temperatures)
   return kd_weak + kd_strong + cc + bc
 
@@ -157,7 +170,9 @@ class MultiLevel:
     return mlkd_loss(student['logits'], teacher['logits'], student['strong_logits'],
                      teacher['strong_logits'], temperature=float(options['mlkd_temperature']),
                      temperatures=tuple(options['mlkd_temperatures']),
-                     standardize_logits=bool(options.get('standardize', False)))
+                     standardize_logits=bool(options.get('standardize', False)),
+                     class_weight=float(options.get('mlkd_class_weight', 1.0)),
+                     batch_weight=float(options.get('mlkd_batch_weight', 1.0)))
 
 
 def strong_shift(config) -> int:

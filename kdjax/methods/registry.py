@@ -227,9 +227,9 @@ def _check_mlkd(config) -> None:
   if not all(float(t) > 0 for t in temperatures):
     raise ConfigError(f'config.method.mlkd_temperature and mlkd_temperatures={temperatures} '
                       'must be > 0')
-  if float(config.method.mlkd_ce_weight) < 0:
-    raise ConfigError(f'config.method.mlkd_ce_weight={config.method.mlkd_ce_weight} must be '
-                      '>= 0')
+  for field in ('mlkd_ce_weight', 'mlkd_class_weight', 'mlkd_batch_weight'):
+    if not float(config.method[field]) >= 0:
+      raise ConfigError(f'config.method.{field}={config.method[field]} must be >= 0')
 
 
 def options(config) -> dict:
