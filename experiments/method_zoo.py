@@ -339,7 +339,8 @@ def body(stages: common.Stages, preset: dict) -> str:
   table = [['teacher'] + [common.accuracy_text(common.members(teachers[t])) for t, _ in pairs],
            ['student alone'] + [tables.cell(common.members(alone[s])) for _, s in pairs]]
   for method in methods:
-    table.append([method] + [tables.cell(tables.members_of(taught[(t, s, method)])) for t, s in pairs])
+    table.append([method] + [tables.cell(tables.members_of(taught[(t, s, method)]))
+                             for t, s in pairs])
   reference = [[column] + [tables.published(pair, column) for pair in pairs]
                for column in REFERENCE_ORDER]
   costs = tables.cost_rows(stages.workdir, pairs, methods, taught)
@@ -368,15 +369,16 @@ def body(stages: common.Stages, preset: dict) -> str:
       stages, title=f'Distillation methods, preset {preset["name"]}',
       command=common.command_line(), sections=sections, data=data, rows=report_rows,
       selections=choices['selections'],
-      notes=_relation_note(preset) + 'Within a run the reported epoch is the one with the best validation accuracy; the '
-      'bracketed number is the last epoch, as the references report it. crd+kd weighs '
-      'CE, KD and CRD 0.5 : 0.5 : 0.4 (RepDistiller: 1 : 1 : 0.8). AB, FT and FSP begin with '
-      'their init stage (method-only training), counted in their cost. kd+dot is KD trained '
-      'by DOT (SGD with momenta 0.9 ∓ 0.075); kd+ls is KD of standardised logits at T 2 with '
-      'alpha 0.989 (its authors\' CE 0.1 : KD 9); dkd+ls and mlkd+ls standardise the logits '
-      'of DKD\'s and MLKD\'s KD terms at their authors\' LS weights. MLKD trains on a second, '
-      'strongly augmented view of each batch: kdjax\'s translation at twice the run\'s shift '
-      '(at least 4 pixels), not the authors\' RandAugment-style policy.\n'
+      notes=_relation_note(preset) + 'Within a run the reported epoch is the one with the '
+      'best validation accuracy; the bracketed number is the last epoch, as the references '
+      'report it. crd+kd weighs CE, KD and CRD 0.5 : 0.5 : 0.4 (RepDistiller: 1 : 1 : 0.8). '
+      'AB, FT and FSP begin with their init stage (method-only training), counted in their '
+      'cost. kd+dot is KD trained by DOT (SGD with momenta 0.9 ∓ 0.075); kd+ls is KD of '
+      'standardised logits at T 2 with alpha 0.989 (its authors\' CE 0.1 : KD 9); dkd+ls and '
+      'mlkd+ls standardise the logits of DKD\'s and MLKD\'s KD terms at their authors\' LS '
+      'weights. MLKD trains on a second, strongly augmented view of each batch: kdjax\'s '
+      'translation at twice the run\'s shift (at least 4 pixels), not the authors\' '
+      'RandAugment-style policy.\n'
       'Figure: `curves.png` (the first pair).\n')
 
 
