@@ -41,7 +41,9 @@ Presets:
                 split, the students on its first 5,000 images (Fashion-MNIST by
                 default; --dataset=mnist): 18 stages.
                 CRD keeps its 16,384 negatives, drawn with replacement from
-                the about 4,500 training examples of other classes.
+                the about 4,500 training examples of other classes. MLKD and
+                MLKD+LS train twice, their class- and batch-level weights at 1
+                (the authors') and 0.1, and keep the one chosen on validation.
 """
 
 from absl import flags
@@ -262,7 +264,7 @@ def _relation_note(preset: dict) -> str:
           'terms (1 in its authors\' code), whose weight is chosen on validation from '
           + ', '.join(f'{w:g}' for w in preset['mlkd_relation_weights'])
           + ' per method and pair: the class-level term grows as (batch / classes)², and '
-          'logit standardisation multiplies it by its weight 9 without standardising it '
+          'logit standardisation raises its weight from 0.9 to 9 without standardising it '
           '(kdjax.methods.mlkd). ')
 
 

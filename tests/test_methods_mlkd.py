@@ -256,6 +256,8 @@ def test_published_weights_and_temperatures():
   assert methods.get('mlkd').published_weight == 0.9
   assert (config.method.mlkd_temperature, tuple(config.method.mlkd_temperatures),
           config.method.mlkd_ce_weight) == (4.0, (3.0, 5.0, 2.0, 6.0), 0.1)
+  # the class- and batch-level terms at the authors' weight (tests/test_mlkd_ls.py)
+  assert config.method.mlkd_class_weight == config.method.mlkd_batch_weight == 1.0
   config.augment.max_shift = 4
   assert methods.mlkd.strong_shift(config) == 8
   config.method.mlkd_strong_shift = 2
