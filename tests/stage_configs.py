@@ -33,7 +33,8 @@ from kdjax.train import sweep as sweep_lib
 from kdjax.train import teacher as teacher_lib
 
 LAUNCHERS = ('byot', 'cifar_kd', 'defensive_distillation', 'ensembles', 'heterogeneous_kd',
-             'imagenet_kd', 'method_zoo', 'online', 'reversed_kd', 'self_kd', 'soft_loss_study')
+             'imagenet_kd', 'method_zoo', 'online', 'reversed_kd', 'self_kd', 'soft_loss_study',
+             'takd')
 REFERENCE = os.path.join(os.path.dirname(__file__), 'reference', 'stage_configs.json')
 
 
