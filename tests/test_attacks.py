@@ -107,6 +107,7 @@ def test_carlini_wagner_finds_small_l2_perturbations(mnist_model):
   assert float(adversarial.min()) >= 0 and float(adversarial.max()) <= 1
 
 
+@pytest.mark.slow  # seconds of compiling: in `make test-all`
 def test_jsma_stays_within_its_feature_budget(mnist_model):
   logits_fn, images, labels, _ = mnist_model
   images, labels = images[:20], labels[:20]
@@ -121,6 +122,7 @@ def test_jsma_stays_within_its_feature_budget(mnist_model):
   assert np.all(np.asarray(adversarial) >= np.asarray(images))  # theta = +1 only raises
 
 
+@pytest.mark.slow  # seconds of compiling: in `make test-all`
 def test_jsma_on_the_probabilities_stops_where_the_softmax_saturates(mnist_model):
   """Papernot's JSMA follows the softmax's derivative: it works on the plain
   network, stands still on logits x 100 (every derivative is 0 in float32),

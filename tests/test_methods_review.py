@@ -162,6 +162,7 @@ def test_warm_up_ramps_the_term_in_linearly():
   np.testing.assert_allclose(float(_run_loss(student, teacher, 0.0, no_ramp)), full, rtol=1e-6)
 
 
+@pytest.mark.slow  # seconds of compiling: in `make test-all`
 def test_every_pair_of_the_standard_table_pairs_up():
   """AB and Review KD read pre-activations: WRN teachers and MobileNetV2 students have them."""
   from experiments import method_zoo

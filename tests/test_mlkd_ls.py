@@ -79,6 +79,7 @@ def test_the_class_level_term_grows_with_the_batch_over_the_classes():
   assert _cc(np.zeros((128, 10)), 50.0 * np.eye(10)[np.arange(128) % 10], 1.0) > 100.0
 
 
+@pytest.mark.slow  # seconds of compiling: in `make test-all`
 def test_with_ls_the_authors_weights_let_the_class_term_dominate_the_gradient():
   for trained in (False, True):
     kd_plain, cc_plain, _ = _gradient_norms(False, 0.9, 1.0, trained)
