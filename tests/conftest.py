@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -47,6 +48,35 @@ def _on_event(event: str, **kwargs) -> None:
 
 
 jax.monitoring.register_event_listener(_on_event)
+
+# $KDJAX_TEST_PROFILE=FILE: one JSON line per test in FILE with the seconds
+# JAX spent tracing, lowering and compiling in it (and the cache's hits), to
+# see where a slow test's time goes.
+_PROFILE_EVENTS = {'/jax/core/compile/jaxpr_trace_duration': 'trace',
+                   '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',
+                   '/jax/core/compile/backend_compile_duration': 'compile'}
+_profile = {'trace': 0.0, 'lower': 0.0, 'compile': 0.0, 'programs': 0}
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+  del kwargs
+  if event in _PROFILE_EVENTS:
+    _profile[_PROFILE_EVENTS[event]] += duration
+    _profile['programs'] += event == '/jax/core/compile/backend_compile_duration'
+
+
+if os.environ.get('KDJAX_TEST_PROFILE'):
+  jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_call(item):
+    before = dict(_profile, hits=_cache_counts['hits'], wall=time.perf_counter())
+    yield
+    after = dict(_profile, hits=_cache_counts['hits'], wall=time.perf_counter())
+    line = {key: round(after[key] - before[key], 2) for key in after}
+    line['test'] = item.nodeid
+    with open(os.environ['KDJAX_TEST_PROFILE'], 'a') as f:
+      f.write(json.dumps(line) + '\n')
 
 
 def _counts_dir() -> str:
