@@ -91,7 +91,7 @@ def student_config(preset: dict, setup: common.Setup, *, teacher: str = '',
   c = imagenet_resnet.get_config()
   c.dataset = setup.dataset
   c.data_dir = setup.data_dir
-  c.model.name = preset['student']
+  c.model = setup.model_config(preset['student'], c.model)
   c.batch_size = setup.batch_size
   c.eval_batch_size = min(c.eval_batch_size, 4 * setup.batch_size)
   c.num_epochs = setup.epochs
@@ -190,6 +190,9 @@ def _top(rows: list[dict], field: str) -> str:
 
 def body(stages: common.Stages, preset: dict) -> str:
   setup = stages.setup
+  if preset['teacher'] in setup.swaps:
+    raise ConfigError(f"--swap_model: the teacher {preset['teacher']} is torchvision's "
+                      'pretrained network, imported; only the student can be swapped')
   setup.batch_size = common.QUICK_BATCH if setup.quick else preset['batch_size']
   setup.validation_fraction = 0.25 if setup.quick else VALIDATION_IMAGES / IMAGENET_TRAIN
   teacher_path = import_teacher(stages, preset)

@@ -82,7 +82,6 @@ def test_k_identical_teachers_cache_the_single_teachers_outputs(runs, mnist_data
     assert ensemble.results['test_accuracy'] == single.results['test_accuracy']
 
 
-@pytest.mark.slow  # seconds of compiling: in `make test-all`
 def test_k_identical_teachers_train_the_student_as_one_does(runs, mnist_data_dir, tmp_path):
   trio = ','.join(runs[k] for k in ('a', 'a2', 'a3'))
   out = {}

@@ -232,7 +232,6 @@ def test_a_distilled_run_reports_its_agreement_with_the_teacher(teacher_dir, mni
     assert section['nll'] == pytest.approx(calibration.mean_nll(logits[split], y), rel=1e-5)
 
 
-@pytest.mark.slow
 def test_every_member_of_a_distilled_sweep_gets_its_agreement(teacher_dir, mnist_data_dir,
                                                                tmp_path):
   from kdjax import train

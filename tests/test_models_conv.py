@@ -264,9 +264,7 @@ def _assert_logits(logits, batch):
 
 
 @pytest.mark.parametrize('image_shape', [MNIST, CIFAR], ids=['mnist', 'cifar'])
-# The deepest nets compile for seconds: their forward pass is in `make test-all`.
-@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n == 'resnet101'
-                                  else n for n in CONV_MODELS])
+@pytest.mark.parametrize('name', CONV_MODELS)
 def test_forward_gives_finite_logits(name, image_shape):
   model = models.create(name, num_classes=10)
   if image_shape == MNIST and _num_params(name) > 1_000_000:

@@ -26,6 +26,7 @@ from absl import flags
 from experiments import common
 from kdjax import models
 from kdjax.models import resnet, vgg
+import tests
 
 LAUNCHERS = ('cifar_kd', 'reversed_kd', 'self_kd', 'heterogeneous_kd', 'soft_loss_study',
              'method_zoo')
@@ -56,13 +57,20 @@ def _narrow(factory, **kwargs):
 
 @pytest.fixture(scope='module')
 def preset_env(tmp_path_factory):
-  """Flags parsed, narrowed conv nets and mock data (programs come from the run's cache)."""
+  """Flags parsed, narrowed conv nets, mock data and kdjax's own CPU convolution (programs
+  come from the run's cache).
+
+  A preset trains each stage for a few epochs: the narrowed nets run several times
+  slower through XLA's convolution at the suite's optimisation level (tests/__init__.py)
+  than through kdjax's, which compiles a little slower; kdjax's is also what a
+  launcher uses outside the tests."""
   for launcher in LAUNCHERS:
     importlib.import_module(f'experiments.{launcher}')
   if not flags.FLAGS.is_parsed():
     flags.FLAGS(['pytest'])
   with contextlib.ExitStack() as stack:
     patch = stack.enter_context(pytest.MonkeyPatch.context())
+    patch.setenv(tests.CPU_CONV_ENV, 'patches')
     for name in models.names():
       module = models.create(name, num_classes=10)
       if isinstance(module, (resnet.ResNet, vgg.VGG)):

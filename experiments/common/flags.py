@@ -26,6 +26,10 @@ DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir ("" = default).')
 TEMPERATURE = flags.DEFINE_float('temperature', 4.0,
                                  'Distillation temperature (launchers without a T grid).')
 ALPHA = flags.DEFINE_float('alpha', 0.9, 'Weight of the soft term (launchers without a grid).')
+SWAP_MODEL = flags.DEFINE_multi_string(
+    'swap_model', [], 'NAME=PACKAGE.MODULE:FACTORY[=JSON]: train the preset\'s model NAME '
+    '(teacher, student, assistant...) as your own Flax module, built by FACTORY(num_classes, '
+    '**JSON options); repeatable (docs/custom.md).')
 
 # The repository root (above experiments/), where configs/ is imported from.
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,7 +61,8 @@ def launch(presets: dict[str, dict], body: Callable[[Stages, dict], str], *,
         raise ConfigError(f'--train_examples={TRAIN_EXAMPLES.value} must be >= -1')
       setup, preset_now = make_setup(
           preset, dataset=DATASET.value, epochs=EPOCHS.value, seeds=SEEDS.value,
-          train_examples=TRAIN_EXAMPLES.value, quick=QUICK.value, data_dir=DATA_DIR.value)
+          train_examples=TRAIN_EXAMPLES.value, quick=QUICK.value, data_dir=DATA_DIR.value,
+          swaps=SWAP_MODEL.value)
       from kdjax.data import catalog
       catalog.get_info(setup.dataset)  # an unknown name fails here, in one line
       # Not created here: each stage's run makes its directory once its

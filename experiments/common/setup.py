@@ -2,8 +2,11 @@
 
 import copy
 import dataclasses
+import json
 
 import ml_collections
+
+from kdjax.errors import ConfigError
 
 # Every launcher holds out the same seeded images of the training split, for
 # teachers and students alike: no teacher has trained on a student's
@@ -65,14 +68,27 @@ class Setup:
   quick: bool = False
   data_dir: str = ''
   sweep_mode: str = 'auto'  # config.sweep.mode of every run
+  # A preset's model name -> (import path, options): `--swap_model`'s own modules.
+  swaps: dict = dataclasses.field(default_factory=dict)
+
+  def model_config(self, model: str, base: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The `model` block that trains the preset's `model`: `base` with its name and the
+    preset's options, or, where `--swap_model` replaces it, the user's import path and
+    options only."""
+    if model in self.swaps:
+      path, options = self.swaps[model]
+      return ml_collections.ConfigDict({'name': path, 'options': dict(options)})
+    out = copy.deepcopy(base)
+    out.name = model
+    out.update(self.model_options.get(model, {}))
+    return out
 
   def config(self, model: str, *, epochs: int | None = None) -> ml_collections.ConfigDict:
     """The config that trains `model` alone under this setup."""
     c = base_config(self.recipe)
     c.dataset = self.dataset
     c.data_dir = self.data_dir
-    c.model.name = model
-    c.model.update(self.model_options.get(model, {}))
+    c.model = self.model_config(model, c.model)
     c.num_epochs = epochs or self.epochs
     c.eval_every = max(1, c.num_epochs // 10)
     c.checkpoint_every = c.eval_every
@@ -153,14 +169,69 @@ def shrunk_preset(preset: dict) -> dict:
   return out
 
 
+def preset_models(preset: dict) -> list[str]:
+  """The registered model names a preset trains (as teacher, student, assistant...), in
+  the order they first appear in it."""
+  from kdjax import models
+  known, found = set(models.names()), []
+
+  def walk(value):
+    if isinstance(value, str):
+      if value in known and value not in found:
+        found.append(value)
+    elif isinstance(value, dict):
+      for key, item in value.items():
+        if key != 'model_options':  # keyed by model name, but names no model to train
+          walk(item)
+    elif isinstance(value, (list, tuple)):
+      for item in value:
+        walk(item)
+
+  walk(preset)
+  return found
+
+
+def parse_swaps(values, preset: dict) -> dict:
+  """`--swap_model` values, NAME=PACKAGE.MODULE:FACTORY[=JSON OPTIONS], as {NAME: (path,
+  options)}; ConfigError (one line) for a NAME the preset does not train, a path that is
+  not an import path, options that are not a JSON object, or a NAME given twice."""
+  from kdjax.models import registry as models_lib
+  models = preset_models(preset)
+  out = {}
+  for value in values or ():
+    name, _, rest = value.partition('=')
+    path, _, options = rest.partition('=')
+    if name not in models:
+      raise ConfigError(f'--swap_model={value}: {name!r} is not a model of this preset; '
+                        f'its models: {", ".join(models)}')
+    if ':' not in path or path.startswith(':') or path.endswith(':'):
+      raise ConfigError(f'--swap_model={value}: give NAME=PACKAGE.MODULE:FACTORY, optionally '
+                        'followed by =JSON options')
+    try:
+      parsed = json.loads(options) if options else {}
+    except json.JSONDecodeError as e:
+      raise ConfigError(f'--swap_model={value}: the options are not JSON ({e.msg})') from None
+    if not isinstance(parsed, dict):
+      raise ConfigError(f'--swap_model={value}: the options must be a JSON object')
+    if name in out:
+      raise ConfigError(f'--swap_model: {name!r} is swapped twice')
+    try:  # imports the user's module now: a bad path fails before any stage writes
+      models_lib.resolve(path)
+    except ConfigError as e:
+      raise ConfigError(f'--swap_model={value}: {str(e).split(": ", 1)[-1]}') from None
+    out[name] = (path, parsed)
+  return out
+
+
 def make_setup(preset: dict, *, dataset: str | None = None, epochs: int = 0, seeds: int = 0,
                train_examples: int = -1, quick: bool = False, data_dir: str = '',
-               sweep_mode: str = 'auto') -> tuple[Setup, dict]:
+               sweep_mode: str = 'auto', swaps=()) -> tuple[Setup, dict]:
   """The Setup and the preset a launcher runs, from a preset and its flags' values.
 
   `quick` shrinks both (see `shrunk` and `shrunk_preset`); 0 / -1 / None
-  take the preset's value.
+  take the preset's value. `swaps`: `--swap_model` values (see `parse_swaps`).
   """
+  parsed_swaps = parse_swaps(swaps, preset)
   if quick:
     preset = shrunk_preset(preset)
   setup = Setup(
@@ -169,5 +240,5 @@ def make_setup(preset: dict, *, dataset: str | None = None, epochs: int = 0, see
       train_examples=preset.get('train_examples', 0) if train_examples == -1 else train_examples,
       validation_fraction=preset.get('validation_fraction', VALIDATION_FRACTION),
       batch_size=preset.get('batch_size', 128), model_options=preset.get('model_options', {}),
-      quick=quick, data_dir=data_dir, sweep_mode=sweep_mode)
+      quick=quick, data_dir=data_dir, sweep_mode=sweep_mode, swaps=parsed_swaps)
   return setup, preset
